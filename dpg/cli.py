@@ -1,0 +1,216 @@
+"""`dpg` command line: train, generate, evaluate, check, plot."""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import os
+import sys
+from pathlib import Path
+
+os.environ.setdefault("WANDB_MODE", "offline")
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(prog="dpg", description="Dataset Policy Gradient: train synthetic-data generators.")
+    sub = p.add_subparsers(dest="command", required=True)
+
+    t = sub.add_parser("train", help="train a generator with DPG")
+    t.add_argument("config", nargs="?", help="YAML config (omit with --resume)")
+    t.add_argument("overrides", nargs="*", help="key=value, e.g. grpo.steps=5")
+    t.add_argument("--resume", metavar="RUN_DIR", help="continue the run in RUN_DIR from its last checkpoint")
+    t.add_argument("--dry-run", action="store_true", help="validate the config and build the models, then stop")
+
+    g = sub.add_parser("generate", help="sample a dataset from a generator")
+    g.add_argument("config")
+    g.add_argument("overrides", nargs="*")
+    g.add_argument("--generator", help="generator directory (default: the config's generator)")
+    g.add_argument("-n", type=int, default=64)
+    g.add_argument("--out", required=True, help="JSONL file to write")
+    g.add_argument("--temperature", type=float, default=None)
+    g.add_argument("--seed", type=int, default=0)
+
+    e = sub.add_parser("evaluate", help="fresh SFT of the target on sampled data, then Φ and proxies")
+    e.add_argument("config")
+    e.add_argument("overrides", nargs="*")
+    e.add_argument("--data", nargs="+", metavar="JSONL", help="datasets to evaluate (from `dpg generate`)")
+    e.add_argument("--generator", nargs="+", metavar="DIR", help="generators to sample from and evaluate")
+    e.add_argument("-n", type=int, default=64, help="examples sampled per generator")
+    e.add_argument("--seed", type=int, default=0)
+    e.add_argument("--out", help="write the results as JSON here")
+
+    c = sub.add_parser("check", help="finite-difference check of the engine on the configured target and objective")
+    c.add_argument("config")
+    c.add_argument("overrides", nargs="*")
+    c.add_argument("-n", type=int, default=0, help="examples (default: two inner steps' worth)")
+    c.add_argument("--weights", type=int, default=5, help="how many example weights to perturb")
+    c.add_argument("--h", type=float, default=None, help="FD step (default 1e-4 for SGD, 1e-6 for AdamW)")
+    c.add_argument("--tol", type=float, default=1e-4, help="exit 1 if the max relative error exceeds this")
+
+    pl = sub.add_parser("plot", help="curves from a run's log.jsonl")
+    pl.add_argument("run_dir")
+    pl.add_argument("--out", help="PNG path (default RUN_DIR/curves.png)")
+
+    args = p.parse_args(argv)
+    from dpg.config import ConfigError
+
+    try:
+        return {"train": _train, "generate": _generate, "evaluate": _evaluate, "check": _check,
+                "plot": _plot}[args.command](args)
+    except (ConfigError, FileNotFoundError, FileExistsError, ValueError) as err:
+        print(f"dpg {args.command}: error: {err}", file=sys.stderr)
+        return 2
+
+
+def _config(args):
+    from dpg.config import load_config
+
+    return load_config(args.config, args.overrides)
+
+
+def _train(args) -> int:
+    from dpg import trainer
+    from dpg.config import load_config
+
+    if args.resume:
+        if args.config and "=" in args.config:  # `dpg train --resume DIR key=value`: argparse took it as config
+            args.overrides.insert(0, args.config)
+        elif args.config:
+            raise ValueError("train --resume takes the run directory only; its config.yaml is used")
+        # The run lives where it is now, even if it was moved or copied since its config was written.
+        cfg = load_config(Path(args.resume) / trainer.CONFIG_FILE, [*args.overrides, f"output_dir={args.resume}"])
+    else:
+        if not args.config:
+            raise ValueError("train: give a CONFIG file (or --resume RUN_DIR)")
+        cfg = load_config(args.config, args.overrides)
+    if args.dry_run:
+        engine, objective, _ = trainer.build_engine(cfg)
+        generator, _ = trainer.load_generator(cfg)
+        count = lambda m: sum(p.numel() for p in m.parameters())  # noqa: E731
+        print(f"config OK; generator {count(generator):,} parameters, target {count(engine.model):,} parameters, "
+              f"objective {cfg.objective['name']}, {len(trainer.load_prompts(cfg))} prompts")
+        return 0
+    final = trainer.train(cfg, resume=bool(args.resume))
+    print(f"final generator: {final}")
+    return 0
+
+
+def _generate(args) -> int:
+    from dpg import models, sampling, trainer
+
+    cfg = _config(args)
+    if args.generator:
+        model, tok = models.load_model(args.generator, role="generator"), models.load_tokenizer(args.generator)
+    else:
+        model, tok = trainer.load_generator(cfg)
+    temperature = cfg.grpo.temperature if args.temperature is None else args.temperature
+    rows = sampling.sample(model, tok, trainer.load_prompts(cfg), args.n, cfg.grpo.max_completion_length,
+                           temperature, args.seed)
+    print(f"wrote {len(rows)} completions to {sampling.write_jsonl(rows, args.out)}")
+    return 0
+
+
+def _evaluate(args) -> int:
+    from dpg import models, sampling, trainer
+    from dpg.rewards import to_target_examples
+
+    cfg = _config(args)
+    if not args.data and not args.generator:
+        raise ValueError("evaluate: give --data JSONL... or --generator DIR...")
+    engine, _, target_tok = trainer.build_engine(cfg)
+    datasets = {}
+    for path in args.data or []:
+        datasets[path] = sampling.read_completions(path)
+    for gen in args.generator or []:
+        if gen == "initial":
+            model, tok = trainer.load_generator(cfg)
+        else:
+            model, tok = models.load_model(gen, role="generator"), models.load_tokenizer(gen)
+        rows = sampling.sample(model, tok, trainer.load_prompts(cfg), args.n, cfg.grpo.max_completion_length,
+                               cfg.grpo.temperature, args.seed)
+        datasets[gen] = [r["completion"] for r in rows]
+    results = {}
+    for name, texts in datasets.items():
+        examples, truncated = to_target_examples(texts, target_tok, cfg.inner_sft.max_length)
+        res = engine.evaluate(examples)
+        results[name] = {"phi": res.value, "proxies": res.proxies, "examples": len(examples), "truncated": truncated}
+        proxies = "  ".join(f"{k}={v:.6g}" for k, v in res.proxies.items())
+        print(f"{name}: Φ = {res.value:.6g}  {proxies}  ({len(examples)} examples, {res.num_steps} SFT steps)")
+    if args.out:
+        sampling.write_jsonl([{"source": k, **v} for k, v in results.items()], args.out)
+    return 0
+
+
+def _check(args) -> int:
+    import torch
+
+    from dpg import models, trainer
+    from dpg.rewards import to_target_examples
+
+    cfg = _config(args)
+    cfg = dataclasses.replace(cfg, inner_sft=dataclasses.replace(cfg.inner_sft, dtype=torch.float64))
+    engine, _, target_tok = trainer.build_engine(cfg)
+    n = args.n or 2 * cfg.inner_sft.examples_per_step
+    lines = models.corpus_lines()
+    examples, _ = to_target_examples([lines[i % len(lines)] for i in range(n)], target_tok, cfg.inner_sft.max_length)
+    res = engine.run(examples)
+    h = args.h or (1e-4 if cfg.inner_sft.optimizer == "sgd" else 1e-6)
+    worst = 0.0
+    picks = torch.linspace(0, n - 1, min(args.weights, n)).round().long().unique().tolist()
+    print(f"{res.num_steps} inner steps, {n} examples, float64, central differences with h = {h:g}")
+    for i in picks:
+        e = torch.zeros(n, dtype=torch.float64)
+        e[i] = h
+        fd = (engine.value(examples, 1 + e) - engine.value(examples, 1 - e)) / (2 * h)
+        mg = res.metagrads[i].item()
+        rel = abs(mg - fd) / max(abs(fd), abs(mg), 1e-300)
+        worst = max(worst, rel)
+        print(f"  w[{i}]: metagrad {mg:+.10e}  finite difference {fd:+.10e}  relative error {rel:.2e}")
+    print(f"max relative error: {worst:.3e} ({'OK' if worst <= args.tol else 'FAILED'}, tolerance {args.tol:g})")
+    return 0 if worst <= args.tol else 1
+
+
+def _plot(args) -> int:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from dpg.trainer import LOG_FILE, read_log
+
+    rows = read_log(Path(args.run_dir) / LOG_FILE)
+    if not rows:
+        raise ValueError(f"{args.run_dir}: {LOG_FILE} has no steps yet")
+    steps = [r["step"] for r in rows]
+    proxy_names = sorted({k for r in rows for k in r["proxies"]})
+    panels = [("Φ (higher is better)", {"Φ": [r["phi"] for r in rows]}, "linear")]
+    panels += [(f"proxy: {k}", {k: [r["proxies"].get(k, float("nan")) for r in rows]}, "linear") for k in proxy_names]
+    panels.append(("raw reward std vs advantage eps", {
+        "raw std": [r["advantage_scaling"]["raw_std"] for r in rows],
+        "eps floor": [r["advantage_scaling"]["eps_floor"] for r in rows],
+        "TRL floor 1e-4": [1e-4 for _ in rows]}, "log"))
+    panels.append(("seconds per step", {k: [r["seconds"][k] for r in rows]
+                                        for k in ("generation", "reward", "policy_update")}, "linear"))
+    fig, axes = plt.subplots(1, len(panels), figsize=(4.2 * len(panels), 3.4), squeeze=False)
+    for ax, (title, series, scale) in zip(axes[0], panels):
+        for label, ys in series.items():
+            ax.plot(steps, ys, marker=".", label=label)
+        ax.set_title(title, fontsize=10)
+        ax.set_xlabel("GRPO step")
+        ax.set_yscale(scale)
+        if len(series) > 1:
+            ax.legend(fontsize=8)
+    fig.tight_layout()
+    out = Path(args.out or Path(args.run_dir) / "curves.png")
+    tmp = out.with_name(out.stem + ".tmp.png")
+    fig.savefig(tmp, dpi=110)
+    os.replace(tmp, out)
+    print(f"wrote {out}")
+    print(json.dumps({"first": {"step": steps[0], "phi": rows[0]["phi"]}, "last": {"step": steps[-1], "phi": rows[-1]["phi"]}}))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,207 @@
+"""The engine: Φ after inner SFT and its exact derivative dΦ/dwᵢ for every example's loss weight.
+
+Forward: θ₀ → θ₁ → … → θ_K by `opt.update(g_k, s_k, θ_k)`, where g_k = ∇L_k(θ_k; w) (see `dpg.sft`). Each step's
+(θ_k, s_k, g_k) is kept (on `state_device`) for the reverse pass; no autograd graph outlives a microbatch.
+
+Reverse, with θ̄ = ∇Φ(θ_K) and s̄ = 0, for k = K−1 … 0:
+  1. (ḡ, s̄, θ̄) ← VJP of the update at (g_k, s_k, θ_k) applied to (θ̄, s̄)     — optimizer state is differentiated
+  2. per microbatch of step k, one forward-over-reverse pass `jvp(∇L_mb, θ_k, ḡ)` gives both
+       θ̄ += ∇²L_mb(θ_k)·ḡ                                                   (skipped at k = 0: θ̄₀ is never used)
+       dΦ/dwᵢ += cᵢ·⟨∇sᵢ(θ_k), ḡ⟩  for every i in the microbatch               (the JVP of the per-example losses)
+because L_k = Σᵢ cᵢ·wᵢ·sᵢ(θ) makes ∂g_k/∂wᵢ = cᵢ·∇sᵢ(θ_k). No constant factor is dropped: these are exact values.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import dataclass, field
+
+import torch
+from torch.func import grad, grad_and_value, jvp, vjp
+
+from dpg.optim import make_optimizer
+from dpg.sft import InnerSFTConfig, Params, Step, make_schedule, microbatch_loss, step_gradient, token_loss_sums
+
+
+@dataclass
+class MetagradResult:
+    value: float  # Φ after SFT
+    metagrads: torch.Tensor | None  # [N] dΦ/dwᵢ, in input order (None from `evaluate`)
+    proxies: dict[str, float] = field(default_factory=dict)
+    num_steps: int = 0
+    seconds: dict[str, float] = field(default_factory=dict)  # forward / reverse wall time
+    params: dict[str, torch.Tensor] = field(default_factory=dict, repr=False)  # the fine-tuned target's weights
+
+
+def prepare_target(model: torch.nn.Module, dtype: torch.dtype) -> torch.nn.Module:
+    """Eager attention and eval mode, in the engine's dtype.
+
+    CPU sdpa/flash kernels implement neither double backward nor forward-mode AD, both of which the reverse pass
+    needs; eval mode turns dropout off so that every recomputation of a step gives the same gradient.
+    """
+    if getattr(model.config, "_attn_implementation", "eager") != "eager":
+        model.set_attn_implementation("eager")
+    return model.to(dtype).eval()
+
+
+class MetagradEngine:
+    """Exact per-example metagradients of `objective` through the inner SFT run described by `cfg`.
+
+    `objective(model, params) -> scalar tensor` (higher is better); `params` maps parameter names to the fine-tuned
+    tensors, while `model`'s own parameters keep the initial weights (the engine never modifies them).
+    """
+
+    def __init__(self, model: torch.nn.Module, objective, cfg: InnerSFTConfig):
+        self.model = prepare_target(model, cfg.dtype)
+        self.objective = objective
+        self.cfg = cfg
+        self.opt = make_optimizer(cfg)
+        self.device = next(model.parameters()).device
+        named = dict(model.named_parameters())  # tied weights appear once; functional_call re-ties them
+        self.params0 = {k: p.detach() for k, p in named.items() if p.requires_grad}
+        self.frozen = {k: p.detach() for k, p in named.items() if not p.requires_grad}
+        if not self.params0:
+            raise ValueError("target model: no parameter requires grad, so inner SFT cannot change it")
+
+    # -- public API -----------------------------------------------------------------------------------------------
+
+    def run(self, examples: list[list[int]], weights: torch.Tensor | None = None) -> MetagradResult:
+        """Φ after SFT on `examples` and dΦ/dwᵢ at `weights` (default all ones)."""
+        steps = make_schedule(examples, self.cfg, self.device)
+        w = self._weights(weights, len(examples))
+        t0 = time.perf_counter()
+        theta, saved = self._train(steps, w, keep_states=True)
+        phi_grad, phi = grad_and_value(self._phi)(theta)
+        value = self._check_value(phi)
+        t1 = time.perf_counter()
+        metagrads = self._reverse(steps, saved, w, phi_grad, len(examples))
+        t2 = time.perf_counter()
+        bad = (~torch.isfinite(metagrads)).nonzero().flatten().tolist()
+        if bad:
+            raise FloatingPointError(f"metagradients are not finite for examples {bad[:20]} (of {len(bad)}); "
+                                     f"Φ = {value}. Check the learning rate and eps_root (> 0 for AdamW).")
+        return MetagradResult(value, metagrads.cpu(), self._proxies(theta), len(steps),
+                              {"forward": t1 - t0, "reverse": t2 - t1}, {**self.frozen, **theta})
+
+    def value(self, examples: list[list[int]], weights: torch.Tensor | None = None) -> float:
+        """Φ after SFT with the given loss weights (no metagradient)."""
+        return self.evaluate(examples, weights).value
+
+    def evaluate(self, examples: list[list[int]], weights: torch.Tensor | None = None) -> MetagradResult:
+        """Φ, proxies and fine-tuned weights after SFT with the given loss weights (`metagrads` is None)."""
+        steps = make_schedule(examples, self.cfg, self.device)
+        t0 = time.perf_counter()
+        theta, _ = self._train(steps, self._weights(weights, len(examples)), keep_states=False)
+        with torch.no_grad():
+            value = self._check_value(self._phi(theta))
+        return MetagradResult(value, None, self._proxies(theta), len(steps), {"forward": time.perf_counter() - t0},
+                              {**self.frozen, **theta})
+
+    def first_order(self, examples: list[list[int]]) -> torch.Tensor:
+        """rᵢ = −lr·cᵢ·⟨∇sᵢ(θ₀), ∇Φ(θ₀)⟩: the change of Φ that one SGD step on example i alone would predict, taken
+        at the initial weights with no unrolling (TracIn-like). For a single inner SGD step and a Φ linear in θ it
+        equals the exact metagradient; otherwise it is the baseline that shows what exactness buys."""
+        steps = make_schedule(examples, self.cfg, self.device)
+        phi_grad = grad(self._phi)(self.params0)
+        rewards = torch.zeros(len(examples), dtype=self.cfg.dtype, device=self.device)
+        for step in steps:
+            for mb in step.microbatches:
+                _, dots = jvp(lambda p: token_loss_sums(self.model, p, mb), (self.params0,), (phi_grad,))
+                rewards.index_add_(0, mb.index, -self.cfg.lr * mb.coef * dots.detach())
+        return rewards.cpu()
+
+    def train(self, examples: list[list[int]], weights: torch.Tensor | None = None) -> Params:
+        """The fine-tuned parameters (plain SFT, no metagradient)."""
+        steps = make_schedule(examples, self.cfg, self.device)
+        return self._train(steps, self._weights(weights, len(examples)), keep_states=False)[0]
+
+    # -- forward ---------------------------------------------------------------------------------------------------
+
+    def _train(self, steps: list[Step], w: torch.Tensor, keep_states: bool):
+        theta, state = self.params0, self.opt.init(self.params0)
+        saved = []
+        for step in steps:
+            g = step_gradient(self.model, theta, step, w)
+            if keep_states:
+                saved.append(self._offload((theta, state, g)))
+            theta, state = self.opt.update(g, state, theta)
+        return theta, saved
+
+    def _phi(self, theta: Params) -> torch.Tensor:
+        out = self.objective(self.model, {**self.frozen, **theta})
+        if not isinstance(out, torch.Tensor) or out.numel() != 1:
+            shape = tuple(out.shape) if isinstance(out, torch.Tensor) else type(out).__name__
+            raise ValueError(f"objective must return a scalar tensor, got {shape}")
+        return out.reshape(())
+
+    def _check_value(self, phi: torch.Tensor) -> float:
+        value = float(phi)
+        if not math.isfinite(value):
+            raise FloatingPointError(f"objective value Φ after inner SFT is {value}; the inner run diverged or the "
+                                     "objective is not finite at the fine-tuned weights")
+        return value
+
+    def _proxies(self, theta: Params) -> dict[str, float]:
+        if not hasattr(self.objective, "proxies"):
+            return {}
+        with torch.no_grad():
+            return {k: float(v) for k, v in self.objective.proxies(self.model, {**self.frozen, **theta}).items()}
+
+    # -- reverse ---------------------------------------------------------------------------------------------------
+
+    def _reverse(self, steps, saved, w, theta_bar, n) -> torch.Tensor:
+        metagrads = torch.zeros(n, dtype=self.cfg.dtype, device=self.device)
+        state_bar = None  # Φ does not read the final optimizer state: its cotangent starts at zero
+        for k in reversed(range(len(steps))):
+            theta, state, g = self._onload(saved[k])
+            step_count = state["step"]
+            tensors = {key: v for key, v in state.items() if key != "step"}
+            if state_bar is None:
+                state_bar = {key: {p: torch.zeros_like(t) for p, t in v.items()} for key, v in tensors.items()}
+
+            def update(g_, s_, th_):
+                new_theta, new_state = self.opt.update(g_, {"step": step_count, **s_}, th_)
+                return new_theta, {key: v for key, v in new_state.items() if key != "step"}
+
+            _, update_vjp = vjp(update, g, tensors, theta)
+            g_bar, state_bar, theta_bar = update_vjp((theta_bar, state_bar))
+
+            for mb in steps[k].microbatches:
+                if k > 0:
+                    grad_and_losses = grad(microbatch_loss, argnums=1, has_aux=True)
+                    _, (hvp, dots) = jvp(lambda p: grad_and_losses(self.model, p, mb, w), (theta,), (g_bar,))
+                    theta_bar = {p: theta_bar[p] + hvp[p] for p in theta_bar}
+                else:
+                    _, dots = jvp(lambda p: token_loss_sums(self.model, p, mb), (theta,), (g_bar,))
+                metagrads.index_add_(0, mb.index, mb.coef * dots.detach())
+        return metagrads
+
+    # -- helpers ---------------------------------------------------------------------------------------------------
+
+    def _weights(self, weights, n) -> torch.Tensor:
+        if weights is None:
+            return torch.ones(n, dtype=self.cfg.dtype, device=self.device)
+        w = torch.as_tensor(weights, dtype=self.cfg.dtype, device=self.device)
+        if w.shape != (n,):
+            raise ValueError(f"weights: shape {tuple(w.shape)} does not match the {n} examples")
+        if not torch.isfinite(w).all():
+            raise ValueError("weights: contains non-finite values")
+        return w
+
+    def _offload(self, tree):
+        dev = self.cfg.state_device
+        return _map(lambda t: t.detach().to(dev, non_blocking=True), tree)
+
+    def _onload(self, tree):
+        return _map(lambda t: t.to(self.device, non_blocking=True), tree)
+
+
+def _map(fn, tree):
+    if isinstance(tree, torch.Tensor):
+        return fn(tree)
+    if isinstance(tree, dict):
+        return {k: _map(fn, v) for k, v in tree.items()}
+    if isinstance(tree, (tuple, list)):
+        return type(tree)(_map(fn, v) for v in tree)
+    return tree

@@ -1,0 +1,55 @@
+"""Sampling datasets from a generator (for `dpg generate` and `dpg evaluate`)."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import torch
+from tqdm.auto import tqdm
+
+
+def sample(model, tokenizer, prompts: list, n: int, max_new_tokens: int, temperature: float = 1.0, seed: int = 0,
+           batch_size: int = 16, progress: bool = True) -> list[dict]:
+    """n completions, cycling through `prompts`; returns [{"prompt", "completion"}] (completion decoded, no specials)."""
+    if n < 1:
+        raise ValueError(f"n: must be at least 1, got {n}")
+    torch.manual_seed(seed)
+    tokenizer.padding_side = "left"  # decoder-only generation continues from the right end
+    model.eval()
+    rows = []
+    chosen = [prompts[i % len(prompts)] for i in range(n)]
+    for start in tqdm(range(0, n, batch_size), desc="sampling", disable=not progress):
+        batch = chosen[start:start + batch_size]
+        texts = [tokenizer.apply_chat_template(p, tokenize=False, add_generation_prompt=True) if isinstance(p, list)
+                 else p for p in batch]
+        enc = tokenizer(texts, return_tensors="pt", padding=True).to(model.device)
+        with torch.no_grad():
+            out = model.generate(**enc, do_sample=temperature > 0, temperature=temperature if temperature > 0 else None,
+                                 max_new_tokens=max_new_tokens, pad_token_id=tokenizer.pad_token_id)
+        for p, ids in zip(batch, out[:, enc["input_ids"].shape[1]:]):
+            rows.append({"prompt": p, "completion": tokenizer.decode(ids, skip_special_tokens=True)})
+    return rows
+
+
+def write_jsonl(rows: list[dict], path: str | Path) -> Path:
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    os.replace(tmp, path)
+    return path
+
+
+def read_completions(path: str | Path) -> list[str]:
+    rows = []
+    for n, line in enumerate(Path(path).read_text().splitlines(), 1):
+        if line.strip():
+            row = json.loads(line)
+            if "completion" not in row:
+                raise ValueError(f"{path} line {n}: no 'completion' field")
+            rows.append(row["completion"])
+    if not rows:
+        raise ValueError(f"{path}: no completions")
+    return rows

@@ -1,0 +1,156 @@
+"""Inner SFT as pure functions: the recipe, the batch schedule, the weighted loss and one step's gradient.
+
+The loss of one inner step k is L_k(θ; w) = Σ_i c_i · w_i · s_i(θ), where s_i is example i's next-token
+cross-entropy summed over its real (non-padding) tokens and c_i a constant fixed by the normalisation:
+
+* ``token_mean`` (default): c_i = 1 / (number of predicted tokens in the whole step). This is the loss a standard
+  SFT trainer minimises (HF's with gradient accumulation), and it does not change when a step is split differently
+  into microbatches or padded to another length, so metagradients don't either.
+* ``official``: c_i = 1 / (max_length · B_mb), B_mb the size of i's microbatch; the microbatch gradients of a step
+  are summed. This is the official DPG code (sum over tokens ÷ fixed length, mean over the microbatch, summed
+  accumulation); use it to reproduce the paper. Its effective learning rate grows with ``grad_accum_steps``.
+
+Writing the loss as one weighted sum makes dL_k/dw_i = c_i · s_i(θ) visible: the metagradient engine needs nothing more.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from typing import Literal
+
+import torch
+import torch.nn.functional as F
+from torch.func import functional_call, grad
+
+Params = dict[str, torch.Tensor]
+
+_DTYPES = {"float32": torch.float32, "float64": torch.float64, "bfloat16": torch.bfloat16, "float16": torch.float16}
+
+
+@dataclass
+class InnerSFTConfig:
+    """How the target is fine-tuned inside every reward call (the learning algorithm A of the paper)."""
+
+    optimizer: Literal["sgd", "adamw"] = "adamw"
+    lr: float = 1e-3
+    betas: tuple[float, float] = (0.9, 0.95)
+    eps: float = 1e-8
+    eps_root: float = 1e-9  # inside the sqrt: keeps d sqrt(v)/dv finite where v = 0 (unused vocabulary rows)
+    weight_decay: float = 1e-4  # AdamW only, decoupled
+    momentum: float = 0.0  # SGD only
+    microbatch_size: int = 8
+    grad_accum_steps: int = 1
+    epochs: int = 1
+    max_length: int = 128
+    seed: int = 0  # shuffles the examples into batches
+    loss_normalization: Literal["token_mean", "official"] = "token_mean"
+    dtype: torch.dtype | str = torch.float32
+    state_device: str = "cpu"  # where the per-step states of the forward pass are kept for the reverse pass
+
+    def __post_init__(self):
+        if isinstance(self.dtype, str):
+            if self.dtype not in _DTYPES:
+                raise ValueError(f"inner_sft.dtype: unknown dtype {self.dtype!r}; choose one of {sorted(_DTYPES)}")
+            self.dtype = _DTYPES[self.dtype]
+        self.betas = tuple(float(b) for b in self.betas)
+        checks = {
+            "optimizer": self.optimizer in ("sgd", "adamw"),
+            "loss_normalization": self.loss_normalization in ("token_mean", "official"),
+            "lr": math.isfinite(self.lr) and self.lr > 0,
+            "betas": len(self.betas) == 2 and all(0 <= b < 1 for b in self.betas),
+            "eps": self.eps >= 0,
+            "eps_root": self.eps_root >= 0,
+            "weight_decay": self.weight_decay >= 0,
+            "momentum": 0 <= self.momentum < 1,
+            "microbatch_size": isinstance(self.microbatch_size, int) and self.microbatch_size >= 1,
+            "grad_accum_steps": isinstance(self.grad_accum_steps, int) and self.grad_accum_steps >= 1,
+            "epochs": isinstance(self.epochs, int) and self.epochs >= 1,
+            "max_length": isinstance(self.max_length, int) and self.max_length >= 2,
+        }
+        for key, ok in checks.items():
+            if not ok:
+                raise ValueError(f"inner_sft.{key}: invalid value {getattr(self, key)!r}")
+
+    @property
+    def examples_per_step(self) -> int:
+        return self.microbatch_size * self.grad_accum_steps
+
+
+@dataclass
+class Microbatch:
+    index: torch.Tensor  # [B] positions of the examples in the caller's list
+    input_ids: torch.Tensor  # [B, T] right-padded
+    attention_mask: torch.Tensor  # [B, T]
+    coef: torch.Tensor  # [B] c_i of the module docstring
+
+
+@dataclass
+class Step:
+    microbatches: list[Microbatch] = field(default_factory=list)
+
+
+def validate_examples(examples: list[list[int]], max_length: int) -> None:
+    if len(examples) == 0:
+        raise ValueError("examples: the list is empty; inner SFT needs at least one example")
+    for i, ex in enumerate(examples):
+        if len(ex) < 2:
+            raise ValueError(f"examples[{i}]: has {len(ex)} token(s); next-token loss needs at least 2")
+        if len(ex) > max_length:
+            raise ValueError(f"examples[{i}]: has {len(ex)} tokens, over inner_sft.max_length={max_length}; "
+                             "truncate before calling the engine")
+
+
+def make_schedule(examples: list[list[int]], cfg: InnerSFTConfig, device: torch.device | str = "cpu") -> list[Step]:
+    """Shuffle (fixed seed, reshuffled each epoch) and cut into steps of `grad_accum_steps` microbatches.
+
+    The last step of an epoch may be short when the example count does not divide; its coefficients account for it.
+    """
+    validate_examples(examples, cfg.max_length)
+    gen = torch.Generator().manual_seed(cfg.seed)
+    steps = []
+    for _ in range(cfg.epochs):
+        order = torch.randperm(len(examples), generator=gen)
+        for start in range(0, len(order), cfg.examples_per_step):
+            chunk = order[start:start + cfg.examples_per_step]
+            mbs = list(chunk.split(cfg.microbatch_size))
+            n_tokens = sum(len(examples[i]) - 1 for i in chunk.tolist())
+            steps.append(Step([_collate(examples, mb, cfg, n_tokens, device) for mb in mbs]))
+    return steps
+
+
+def _collate(examples, index, cfg, step_tokens, device) -> Microbatch:
+    seqs = [examples[i] for i in index.tolist()]
+    width = max(len(s) for s in seqs)  # pad to the microbatch's longest: causal attention makes this exact
+    ids = torch.zeros(len(seqs), width, dtype=torch.long)
+    mask = torch.zeros(len(seqs), width, dtype=torch.long)
+    for r, s in enumerate(seqs):
+        ids[r, :len(s)] = torch.tensor(s, dtype=torch.long)
+        mask[r, :len(s)] = 1
+    if cfg.loss_normalization == "token_mean":
+        coef = torch.full((len(seqs),), 1.0 / step_tokens, dtype=torch.float64)
+    else:
+        coef = torch.full((len(seqs),), 1.0 / (cfg.max_length * len(seqs)), dtype=torch.float64)
+    return Microbatch(index.to(device), ids.to(device), mask.to(device), coef.to(device=device, dtype=cfg.dtype))
+
+
+def token_loss_sums(model: torch.nn.Module, params: Params, mb: Microbatch) -> torch.Tensor:
+    """s_i: next-token cross-entropy of each example, summed over its real tokens. Shape [B]."""
+    logits = functional_call(model, params, (), {"input_ids": mb.input_ids, "attention_mask": mb.attention_mask}).logits
+    ce = F.cross_entropy(logits[:, :-1].transpose(1, 2), mb.input_ids[:, 1:], reduction="none")
+    return (ce * mb.attention_mask[:, 1:]).sum(dim=1)
+
+
+def microbatch_loss(model, params: Params, mb: Microbatch, weights: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """(Σ_i c_i w_i s_i over the microbatch, s) — the loss to differentiate, and the per-example sums as aux."""
+    s = token_loss_sums(model, params, mb)
+    return (mb.coef * weights[mb.index] * s).sum(), s
+
+
+def step_gradient(model, params: Params, step: Step, weights: torch.Tensor) -> Params:
+    """g_k = ∇_θ L_k: microbatch gradients summed, one microbatch's activations alive at a time."""
+    total = None
+    for mb in step.microbatches:
+        g, _ = grad(microbatch_loss, argnums=1, has_aux=True)(model, params, mb, weights)
+        total = g if total is None else {k: total[k] + g[k] for k in total}
+    return total

@@ -1,0 +1,331 @@
+"""DPG generator training: TRL's GRPOTrainer with the whole generation batch scored by inner SFT runs.
+
+One GRPO step = one generation batch (prompts_per_step × num_generations completions) = one reward call = one policy
+optimizer step. Two private TRL hooks are overridden (trl is pinned exactly for that):
+* `_calculate_rewards`: gather every completion of the batch first, then score them together (cross-group batching
+  needs the global batch in one SFT run; TRL would score per process);
+* `_generate_and_score_completions`: replace TRL's advantages (group mean, std + 1e-4) with ours (`dpg.rewards`).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import time
+from pathlib import Path
+
+import torch
+import yaml
+from accelerate.utils import gather_object
+from datasets import Dataset
+from transformers import TrainerCallback
+from trl import GRPOConfig, GRPOTrainer
+
+import objectives
+from dpg import models
+from dpg.config import DPGConfig, load_config
+from dpg.metagrad import MetagradEngine
+from dpg.rewards import advantages, completion_text, compute_rewards, first_order_agreement, to_target_examples
+
+CONFIG_FILE = "config.yaml"
+LOG_FILE = "log.jsonl"
+
+
+class DPGReward:
+    """Scores a whole generation batch: completions → target examples → SFT run(s) → rewards and advantages."""
+
+    __name__ = "dpg"  # TRL names the reward's metrics after this
+
+    def __init__(self, engine: MetagradEngine, target_tokenizer, cfg: DPGConfig):
+        if target_tokenizer.eos_token_id is None:
+            raise ValueError("target tokenizer: has no eos_token; dpg needs one to end every example")
+        self.engine, self.tokenizer, self.cfg = engine, target_tokenizer, cfg
+        self.last: dict | None = None  # what the trainer and the logger read after each call
+
+    def __call__(self, prompts, completions, **_) -> list[float]:
+        return self.score(prompts, completions)["rewards"].tolist()
+
+    def score(self, prompts: list, completions: list, step: int | None = None) -> dict:
+        t0 = time.perf_counter()
+        r = self.cfg.reward
+        n = self.cfg.grpo.num_generations
+        try:
+            texts = [completion_text(c) for c in completions]
+            examples, truncated = to_target_examples(texts, self.tokenizer, self.cfg.inner_sft.max_length)
+            out = compute_rewards(self.engine, examples, n, r.estimator, r.batching)
+            adv, info = advantages(out.rewards, n, r.advantages, r.std_eps_rel)
+            k = r.compare_first_order_every
+            if r.estimator == "metagrad" and k and step is not None and step % k == 0:
+                info["first_order_spearman"] = first_order_agreement(self.engine, examples, out.rewards, n,
+                                                                     r.batching)
+        except Exception as e:  # never turn a failure into a reward: re-raise with where it happened
+            raise RuntimeError(f"reward computation failed at GRPO step {step} ({len(completions)} completions, objective "
+                               f"{self.cfg.objective.get('name')!r}, estimator {r.estimator}): {e}") from e
+        self.last = {"rewards": out.rewards, "advantages": adv, "value": out.value, "proxies": out.proxies,
+                     "params": out.params,
+                     "info": info, "runs": out.runs, "truncated": truncated, "prompts": list(prompts),
+                     "completions": texts, "seconds": time.perf_counter() - t0}
+        return self.last
+
+
+class DPGTrainer(GRPOTrainer):
+    def __init__(self, *, dpg_reward: DPGReward, **kwargs):
+        self.dpg_reward = dpg_reward
+        super().__init__(reward_funcs=[dpg_reward], **kwargs)
+
+    def _calculate_rewards(self, inputs, prompts, completions, completion_ids_list):
+        # Gather first: every process then holds the whole batch, in TRL's process order.
+        all_prompts, all_completions = gather_object(prompts), gather_object(completions)
+        try:
+            out = self.dpg_reward.score(all_prompts, all_completions, step=self.state.global_step + 1)
+        except Exception as e:
+            if self.dpg_reward.cfg.reward.on_error != "skip_step":
+                raise
+            # No reward exists for this batch: mark every completion unscorable (TRL's NaN) and drop the update.
+            self.dpg_reward.last = {"failed": str(e), "prompts": all_prompts, "completions": all_completions}
+            self._metrics["train"]["reward/failed"].append(1.0)
+            return torch.full((len(all_completions), 1), torch.nan, device=self.accelerator.device)
+        info = out["info"]
+        for key in ("raw_std", "eps_floor", "raw_min", "raw_max"):
+            self._metrics["train"][f"reward/{key}"].append(info[key])
+        self._metrics["train"]["phi"].append(out["value"])
+        for k, v in out["proxies"].items():
+            self._metrics["train"][f"proxy/{k}"].append(v)
+        # TRL stores rewards as float32: fine for the logged mean; our advantages use the float64 values.
+        return out["rewards"].to(torch.float32, copy=True).to(self.accelerator.device)[:, None]
+
+    def _generate_and_score_completions(self, inputs):
+        t0 = time.perf_counter()
+        batch = super()._generate_and_score_completions(inputs)
+        if "failed" in self.dpg_reward.last:  # the update is skipped (SkipFailedStep): these are never used
+            self.dpg_reward.last["t_start"], self.dpg_reward.last["t_scored"] = t0, time.perf_counter()
+            return batch
+        adv = self.dpg_reward.last["advantages"]
+        n_local = len(batch["advantages"])
+        start = self.accelerator.process_index * n_local
+        batch["advantages"] = adv[start:start + n_local].to(batch["advantages"])
+        self.dpg_reward.last["t_start"], self.dpg_reward.last["t_scored"] = t0, time.perf_counter()
+        return batch
+
+
+class SkipFailedStep(TrainerCallback):
+    """`reward.on_error: skip_step`: drop the gradients of a step whose rewards failed, so the optimizer skips every
+    parameter (torch's AdamW leaves a parameter without .grad untouched: no momentum drift, no weight decay)."""
+
+    def __init__(self, reward: DPGReward):
+        self.reward = reward
+
+    def on_pre_optimizer_step(self, args, state, control, model=None, **kw):
+        if "failed" in (self.reward.last or {}):
+            for p in model.parameters():
+                p.grad = None
+        return control
+
+
+class StepLogger(TrainerCallback):
+    """One JSONL line per GRPO step (Φ, proxies, reward statistics, timings, sample completions); heatmaps."""
+
+    def __init__(self, reward: DPGReward, cfg: DPGConfig, objective, target_model):
+        self.reward, self.cfg, self.objective, self.target = reward, cfg, objective, target_model
+        self.path = Path(cfg.output_dir) / LOG_FILE
+
+    def on_step_end(self, args, state, control, **kw):
+        # Timestamps from inside the step: HF may fetch (and so generate) before on_step_begin fires.
+        last = self.reward.last
+        if "failed" in last:
+            with open(self.path, "a") as f:
+                f.write(json.dumps({"step": state.global_step, "reward_failed": last["failed"]}) + "\n")
+            return control
+        now = time.perf_counter()
+        total = now - last["t_start"]
+        gen_and_score = last["t_scored"] - last["t_start"]
+        r = last["rewards"]
+        record = {
+            "step": state.global_step,
+            "phi": last["value"],
+            "proxies": last["proxies"],
+            "reward": {"mean": r.mean().item(), "std": r.std().item(), "min": r.min().item(), "max": r.max().item()},
+            "advantage_scaling": last["info"],
+            "sft_runs": last["runs"],
+            "truncated": last["truncated"],
+            "seconds": {"generation": gen_and_score - last["seconds"], "reward": last["seconds"],
+                        "policy_update": total - gen_and_score, "total": total},
+            "samples": [{"prompt": p if isinstance(p, str) else str(p), "completion": c, "reward": float(x)}
+                        for p, c, x in list(zip(last["prompts"], last["completions"], r.tolist()))
+                        [:self.cfg.logging.sample_completions]],
+        }
+        with open(self.path, "a") as f:
+            f.write(json.dumps(record) + "\n")
+        k = self.cfg.logging.heatmap_every
+        if k and hasattr(self.objective, "maps") and state.global_step % k == 0:
+            out = Path(self.cfg.output_dir) / "pictures" / f"step{state.global_step:05d}.png"
+            out.parent.mkdir(parents=True, exist_ok=True)
+            objectives.save_pattern_png(self.objective, self.target, last["params"], out,
+                                        title=f"GRPO step {state.global_step}")
+        return control
+
+
+def load_prompts(cfg: DPGConfig) -> list:
+    src = cfg.prompts.source
+    if src == "builtin":
+        prompts = models.prompt_lines()
+    elif Path(src).is_dir():
+        from datasets import load_from_disk
+
+        ds = load_from_disk(src)
+        if cfg.prompts.field not in ds.column_names:
+            raise ValueError(f"prompts.field: column {cfg.prompts.field!r} not in {src} (has {ds.column_names})")
+        prompts = list(ds[cfg.prompts.field])
+    elif src.endswith(".jsonl"):
+        prompts = []
+        for n, line in enumerate(Path(src).read_text().splitlines(), 1):
+            if line.strip():
+                row = json.loads(line)
+                if cfg.prompts.field not in row:
+                    raise ValueError(f"prompts.field: {src} line {n} has no key {cfg.prompts.field!r}")
+                prompts.append(row[cfg.prompts.field])
+    else:
+        prompts = [line for line in Path(src).read_text().splitlines() if line.strip()]
+    prompts = prompts[:cfg.prompts.limit] if cfg.prompts.limit else prompts
+    if not prompts:
+        raise ValueError(f"prompts.source: no prompts in {src}")
+    if cfg.prompts.chat:
+        return [[{"role": "user", "content": p}] for p in prompts]
+    return prompts
+
+
+# -- building a run ----------------------------------------------------------------------------------------------
+
+
+def _dtype(name: str) -> torch.dtype:
+    return getattr(torch, name)
+
+
+def load_generator(cfg: DPGConfig):
+    spec = cfg.generator
+    name = spec.name_or_path
+    if spec.pretrain_steps:
+        if name not in models.TINY_NAMES:
+            raise ValueError(f"generator.pretrain_steps: only the embedded tiny generators are pretrained here, "
+                             f"not {name!r}")
+        kind = models.TINY_NAMES[name]
+        name = str(models.pretrained_tiny_generator(cache_dir(), kind=kind, steps=spec.pretrain_steps, seed=cfg.seed))
+    tok = models.load_tokenizer(spec.tokenizer or name)
+    model = models.load_model(name, role="generator", tokenizer=tok, dtype=_dtype(spec.dtype),
+                              attn_implementation=spec.attn_implementation, seed=cfg.seed)
+    return model, tok
+
+
+def load_target(cfg: DPGConfig):
+    spec = cfg.target
+    tok = models.load_tokenizer(spec.tokenizer or spec.name_or_path)
+    model = models.load_model(spec.name_or_path, role="target", tokenizer=tok, untie_lm_head=spec.untie_lm_head,
+                              dtype=_dtype(spec.dtype), seed=cfg.seed + 1)
+    return model, tok
+
+
+def build_engine(cfg: DPGConfig):
+    """(engine, objective, target tokenizer): the reward side of a run, also used by `dpg evaluate` and `dpg check`."""
+    target, target_tok = load_target(cfg)
+    objective = objectives.from_config(cfg.objective, model=target, tokenizer=target_tok)
+    return MetagradEngine(target, objective, cfg.inner_sft), objective, target_tok
+
+
+def cache_dir() -> Path:
+    return Path(os.environ.get("DPG_CACHE", Path.home() / ".cache" / "dpg"))
+
+
+def grpo_args(cfg: DPGConfig) -> GRPOConfig:
+    g = cfg.grpo
+    return GRPOConfig(
+        output_dir=cfg.output_dir, max_steps=g.steps, per_device_train_batch_size=g.micro_batch_size,
+        gradient_accumulation_steps=g.completions_per_step // g.micro_batch_size,  # one generation per update
+        num_generations=g.num_generations, max_completion_length=g.max_completion_length,
+        learning_rate=g.learning_rate, lr_scheduler_type="constant", warmup_steps=0, beta=g.beta,
+        temperature=g.temperature, epsilon=g.epsilon, loss_type=g.loss_type, max_grad_norm=g.max_grad_norm,
+        scale_rewards="none",  # TRL's advantages are replaced by ours anyway
+        bf16=False, use_cpu=not torch.cuda.is_available(),  # TRL defaults to bf16, which a CPU refuses
+        save_strategy="steps", save_steps=cfg.checkpoint.save_every, save_total_limit=cfg.checkpoint.keep,
+        logging_steps=1, report_to=["wandb"] if cfg.logging.wandb else [], run_name=Path(cfg.output_dir).name,
+        disable_tqdm=not cfg.logging.progress, seed=cfg.seed, data_seed=cfg.seed, log_completions=False,
+    )
+
+
+def latest_checkpoint(output_dir: str | Path) -> Path | None:
+    """The newest complete checkpoint: HF writes trainer_state.json last, so a folder without it is half-written."""
+    done = [p for p in Path(output_dir).glob("checkpoint-*") if p.name.split("-")[1].isdigit() and _complete(p)]
+    return max(done, key=lambda p: int(p.name.split("-")[1]), default=None)
+
+
+def _complete(checkpoint: Path) -> bool:
+    try:
+        json.loads((checkpoint / "trainer_state.json").read_text())
+        return True
+    except (OSError, json.JSONDecodeError):  # missing, or torn by a kill mid-write
+        return False
+
+
+def train(cfg: DPGConfig, resume: bool = False) -> Path:
+    """Run DPG; returns the directory of the final generator (HF format)."""
+    out = Path(cfg.output_dir)
+    checkpoint = None
+    if resume:
+        checkpoint = latest_checkpoint(out)
+        if checkpoint is None:
+            raise FileNotFoundError(f"--resume: no complete checkpoint-* folder in {out}")
+        _truncate_log(out / LOG_FILE, int(checkpoint.name.split("-")[1]))
+    else:
+        if (out / LOG_FILE).exists():
+            raise FileExistsError(f"output_dir: {out} already holds a run; use --resume or another output_dir")
+        out.mkdir(parents=True, exist_ok=True)
+    if cfg.logging.wandb:
+        os.environ.setdefault("WANDB_MODE", "offline")
+        os.environ.setdefault("WANDB_PROJECT", cfg.logging.wandb_project)
+    _write_atomic(out / CONFIG_FILE, yaml.safe_dump(cfg.to_dict(), sort_keys=False))
+
+    torch.manual_seed(cfg.seed)
+    prompts = load_prompts(cfg)
+    engine, objective, target_tok = build_engine(cfg)
+    generator, gen_tok = load_generator(cfg)
+    reward = DPGReward(engine, target_tok, cfg)
+    trainer = DPGTrainer(model=generator, dpg_reward=reward, args=grpo_args(cfg), processing_class=gen_tok,
+                         train_dataset=Dataset.from_dict({"prompt": prompts}))
+    trainer.add_callback(SkipFailedStep(reward))
+    trainer.add_callback(StepLogger(reward, cfg, objective, engine.model))
+    trainer.train(resume_from_checkpoint=str(checkpoint) if checkpoint else None)
+    return models.save_model(trainer.model, gen_tok, out / "final")
+
+
+def _truncate_log(path: Path, last_step: int) -> None:
+    """On resume, drop the log lines of steps after the checkpoint: they will be run again."""
+    if not path.exists():
+        return
+    keep = []
+    for line in path.read_text().splitlines():
+        try:
+            if json.loads(line)["step"] <= last_step:
+                keep.append(line)
+        except (json.JSONDecodeError, KeyError):  # a line torn by a kill mid-write
+            continue
+    _write_atomic(path, "".join(k + "\n" for k in keep))
+
+
+def _write_atomic(path: Path, text: str) -> None:
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(text)
+    os.replace(tmp, path)
+
+
+def read_log(path: str | Path) -> list[dict]:
+    """The JSONL log of a run (a torn last line, from a kill mid-write, is skipped)."""
+    rows = []
+    for line in Path(path).read_text().splitlines():
+        try:
+            rows.append(json.loads(line))
+        except json.JSONDecodeError:
+            continue
+    return rows
+
+
+__all__ = ["DPGReward", "DPGTrainer", "StepLogger", "train", "build_engine", "load_config", "read_log"]

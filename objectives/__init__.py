@@ -1,0 +1,144 @@
+"""Objectives Φ(model, params) -> scalar tensor, higher is better: what the generated data should do to the target.
+
+`model` is the target with its initial weights (never modified); `params` maps its parameter names to the fine-tuned
+tensors. An objective must be differentiable in `params` with torch.func, and may have `proxies(model, params)`
+returning readable floats. See docs/objectives.md.
+
+    objective = objectives.get("weight_pattern", pattern="qr", text="hello")
+    objective = objectives.from_config({"name": "l2_norm"})
+    objective = objectives.get("my_package.my_module:make_objective", scale=2.0)   # your own, imported by name
+"""
+
+from __future__ import annotations
+
+import importlib
+import inspect
+from collections.abc import Mapping
+
+from objectives.pictures import save_pattern_png
+from objectives.text import TargetString, TextLoss
+from objectives.weights import L2Norm, WeightPattern, load_pattern, qr_pattern
+
+__all__ = ["get", "from_config", "register", "names", "save_pattern_png", "load_pattern", "qr_pattern",
+           "L2Norm", "WeightPattern", "TextLoss", "TargetString"]
+
+_REGISTRY = {"l2_norm": L2Norm, "weight_pattern": WeightPattern, "text_loss": TextLoss, "target_string": TargetString}
+
+
+def register(name: str):
+    """Decorator: make a factory (class or function returning an objective) available as `get(name, **params)`."""
+    if not isinstance(name, str) or not name or ":" in name:
+        raise ValueError(f"name: expected a non-empty string without ':' (kept for 'module:callable'), got {name!r}")
+
+    def deco(factory):
+        if name in _REGISTRY and _REGISTRY[name] is not factory:
+            raise ValueError(f"name: objective {name!r} is already registered to {_REGISTRY[name]!r}")
+        _REGISTRY[name] = factory
+        return factory
+    return deco
+
+
+def names() -> list[str]:
+    return sorted(_REGISTRY)
+
+
+def _is_objective_itself(obj) -> bool:
+    # The rule: a callable (not a class) with exactly two required positional arguments is objective(model, params)
+    # itself; anything else is a factory. Instances are judged by their __call__.
+    if inspect.isclass(obj):
+        return False
+    try:
+        sig = inspect.signature(obj)
+    except (TypeError, ValueError):
+        return False
+    required = [p for p in sig.parameters.values()
+                if p.default is p.empty and p.kind not in (p.VAR_POSITIONAL, p.VAR_KEYWORD)]
+    return len(required) == 2 and all(p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD) for p in required)
+
+
+def _import(spec: str):
+    module_name, _, attr = spec.partition(":")
+    if not module_name or not attr:
+        raise ValueError(f"name: {spec!r} should look like 'package.module:callable'")
+    try:
+        module = importlib.import_module(module_name)
+    except ImportError as e:
+        raise ValueError(f"name: cannot import module {module_name!r} for objective {spec!r}: {e}") from e
+    obj = module
+    for part in attr.split("."):
+        if not hasattr(obj, part):
+            raise ValueError(f"name: module {module_name!r} has no attribute {attr!r}")
+        obj = getattr(obj, part)
+    return obj
+
+
+def _build(obj, params: dict, label: str):
+    if not callable(obj):
+        raise ValueError(f"objective {label}: {obj!r} is not callable")
+    if _is_objective_itself(obj):
+        if params:
+            raise ValueError(f"objective {label}: it is objective(model, params) itself and takes no parameters, "
+                             f"got {sorted(params)}")
+        return obj
+    try:
+        sig = inspect.signature(obj)
+    except (TypeError, ValueError):
+        sig = None
+    if sig is not None:
+        # Check the keywords before calling, so a TypeError raised inside the factory is never mislabelled.
+        try:
+            sig.bind(**params)
+        except TypeError as e:
+            accepted = [p.name for p in sig.parameters.values()
+                        if p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)]
+            raise ValueError(f"objective {label}: {e}; accepted parameters: {accepted}") from None
+    objective = obj(**params)
+    if not callable(objective):
+        raise ValueError(f"objective {label}: the factory returned {type(objective).__name__}, "
+                         "not a callable objective(model, params)")
+    return objective
+
+
+def _resolve(name):
+    """The factory or objective that `name` stands for: a registered name, 'module.path:callable', or an object."""
+    if not isinstance(name, str):
+        return name
+    if name in _REGISTRY:
+        return _REGISTRY[name]
+    if ":" in name:
+        return _import(name)
+    raise ValueError(f"name: unknown objective {name!r}; known: {names()}, or 'package.module:callable' for your own")
+
+
+def _keywords(factory) -> set[str]:
+    if _is_objective_itself(factory):
+        return set()
+    try:
+        sig = inspect.signature(factory)
+    except (TypeError, ValueError):
+        return set()
+    return {p.name for p in sig.parameters.values() if p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)}
+
+
+def get(name, **params):
+    """An objective from a registered name, 'module.path:callable', or a Python object (objective or factory)."""
+    return _build(_resolve(name), params, repr(name))
+
+
+def from_config(config: Mapping, **context):
+    """An objective from a config mapping such as YAML's {name: weight_pattern, pattern: qr, text: hello}.
+
+    `context` (e.g. model=target, tokenizer=target_tokenizer) is passed to a factory that names the parameter, unless
+    the config sets it; a `tokenizer_path` in the config also replaces the context's tokenizer.
+    """
+    if not isinstance(config, Mapping) or "name" not in config:
+        raise ValueError(f"objective config: expected a mapping with a 'name' key, got {config!r}")
+    params = dict(config)
+    name = params.pop("name")
+    factory = _resolve(name)
+    accepted = _keywords(factory)
+    for key, value in context.items():
+        replaced = key in params or (key == "tokenizer" and "tokenizer_path" in params)
+        if key in accepted and not replaced:
+            params[key] = value
+    return _build(factory, params, repr(name))

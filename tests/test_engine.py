@@ -1,0 +1,211 @@
+"""Exactness of the metagradient engine (float64, tiny untied GPT-2).
+
+Tolerances: central finite differences ≤ 1e-5 relative per weight; the independent unrolled references ≤ 1e-8
+relative to the largest metagradient (max |engine − reference| ≤ 1e-8 · max |reference|).
+"""
+
+import pytest
+import torch
+from conftest import random_examples, tiny_gpt2
+from reference import higher_sgd, unrolled
+
+from dpg import InnerSFTConfig, MetagradEngine
+
+
+def head_norm(model, params):
+    return -params["lm_head.weight"].pow(2).sum().sqrt()
+
+
+def val_loss(model, params):
+    """Φ = −mean next-token loss on fixed held-out sequences: touches every parameter."""
+    ids = torch.tensor(random_examples(3, min_len=8, max_len=8, seed=99))
+    logits = torch.func.functional_call(model, params, (ids,)).logits
+    return -torch.nn.functional.cross_entropy(logits[:, :-1].reshape(-1, logits.shape[-1]), ids[:, 1:].reshape(-1))
+
+
+SETUPS = {  # ≥ 3 steps of ≥ 2 microbatches each
+    "sgd": dict(optimizer="sgd", lr=0.5, microbatch_size=2, grad_accum_steps=2),
+    "sgd_momentum": dict(optimizer="sgd", lr=0.2, momentum=0.9, microbatch_size=2, grad_accum_steps=2),
+    "adamw": dict(optimizer="adamw", lr=1e-2, eps_root=1e-9, microbatch_size=2, grad_accum_steps=2),
+    "adamw_official": dict(optimizer="adamw", lr=1e-2, eps_root=1e-9, microbatch_size=2, grad_accum_steps=2,
+                           loss_normalization="official"),
+}
+N = 13  # not divisible by the 4 examples per step: the last step is short
+
+
+def engine_for(setup, objective=val_loss, **extra):
+    cfg = InnerSFTConfig(**SETUPS[setup], max_length=16, dtype=torch.float64, **extra)
+    return MetagradEngine(tiny_gpt2(), objective, cfg)
+
+
+def reference_kwargs(setup):
+    s = dict(SETUPS[setup])
+    return dict(optimizer=s.pop("optimizer"), lr=s.pop("lr"), mb=s.pop("microbatch_size"),
+                ga=s.pop("grad_accum_steps"), normalization=s.pop("loss_normalization", "token_mean"),
+                max_length=16, **s)
+
+
+@pytest.mark.parametrize("setup", list(SETUPS))
+@pytest.mark.parametrize("objective", [val_loss, head_norm])
+def test_matches_central_finite_differences(setup, objective):
+    engine, examples = engine_for(setup, objective), random_examples(N)
+    res = engine.run(examples)
+    assert res.num_steps == 4
+    h = 1e-6 if setup.startswith("adamw") else 1e-4  # Adam's metagradient is steep where |g| ~ sqrt(eps_root)
+    for i in [0, 3, 5, 8, 12]:
+        e = torch.zeros(N, dtype=torch.float64)
+        e[i] = h
+        fd = (engine.value(examples, 1 + e) - engine.value(examples, 1 - e)) / (2 * h)
+        assert abs(res.metagrads[i].item() - fd) <= 1e-5 * abs(fd), (i, res.metagrads[i].item(), fd)
+
+
+@pytest.mark.parametrize("setup", list(SETUPS))
+def test_matches_full_unroll_autograd(setup):
+    engine, examples = engine_for(setup), random_examples(N)
+    res = engine.run(examples)
+    phi, ref = unrolled(engine.model, val_loss, examples, **reference_kwargs(setup))
+    assert res.value == pytest.approx(phi, rel=1e-12)
+    assert (res.metagrads - ref).abs().max() <= 1e-8 * ref.abs().max()
+
+
+def test_matches_higher_for_sgd():
+    engine, examples = engine_for("sgd"), random_examples(N)
+    res = engine.run(examples)
+    kw = reference_kwargs("sgd")
+    kw.pop("optimizer")
+    phi, ref = higher_sgd(engine.model, val_loss, examples, **kw)
+    assert res.value == pytest.approx(phi, rel=1e-12)
+    assert (res.metagrads - ref).abs().max() <= 1e-8 * ref.abs().max()
+
+
+def test_two_epochs_match_unroll():
+    engine, examples = engine_for("adamw", epochs=2), random_examples(7)
+    res = engine.run(examples)
+    _, ref = unrolled(engine.model, val_loss, examples, epochs=2, **reference_kwargs("adamw"))
+    assert (res.metagrads - ref).abs().max() <= 1e-8 * ref.abs().max()
+
+
+def test_metagrads_come_back_in_input_order():
+    """One step holding every example: the loss is permutation invariant, so metagrads must permute with the input."""
+    cfg = InnerSFTConfig(optimizer="adamw", lr=1e-2, microbatch_size=4, grad_accum_steps=3, max_length=16,
+                         dtype=torch.float64)
+    engine = MetagradEngine(tiny_gpt2(), val_loss, cfg)
+    examples = random_examples(12)
+    perm = torch.randperm(12, generator=torch.Generator().manual_seed(1)).tolist()
+    a = engine.run(examples).metagrads
+    b = engine.run([examples[p] for p in perm]).metagrads
+    assert torch.allclose(b, a[perm], rtol=1e-10, atol=0)
+    assert not torch.allclose(a, a[perm])  # distinct values, so a wrong scatter could not pass
+
+
+def test_token_mean_is_invariant_to_the_microbatch_split():
+    examples = random_examples(8)
+    results = []
+    for mb, ga in [(8, 1), (4, 2), (2, 4), (1, 8)]:
+        cfg = InnerSFTConfig(optimizer="adamw", lr=1e-2, microbatch_size=mb, grad_accum_steps=ga, max_length=16,
+                             dtype=torch.float64)
+        results.append(MetagradEngine(tiny_gpt2(), val_loss, cfg).run(examples).metagrads)
+    for r in results[1:]:
+        assert torch.allclose(r, results[0], rtol=1e-10, atol=0)
+
+
+@pytest.mark.parametrize("setup", ["sgd", "adamw"])
+def test_random_direction_is_first_order_accurate(setup):
+    engine, examples = engine_for(setup), random_examples(N)
+    res = engine.run(examples)
+    delta = torch.randn(N, dtype=torch.float64, generator=torch.Generator().manual_seed(3))
+    slope = (delta @ res.metagrads).item()
+    eps = 1e-7 if setup == "adamw" else 1e-6  # the one-sided error is O(eps · curvature); Adam's is large
+    one_sided = (engine.value(examples, 1 + eps * delta) - res.value) / eps
+    central = (engine.value(examples, 1 + eps * delta) - engine.value(examples, 1 - eps * delta)) / (2 * eps)
+    assert one_sided == pytest.approx(slope, rel=1e-4)
+    assert central == pytest.approx(slope, rel=1e-6)
+
+
+def test_value_at_ones_equals_run_value():
+    engine, examples = engine_for("adamw"), random_examples(N)
+    assert engine.value(examples, torch.ones(N)) == engine.run(examples).value
+
+
+def test_float32_default_agrees_with_float64():
+    examples = random_examples(N)
+    r64 = engine_for("sgd").run(examples).metagrads
+    cfg = InnerSFTConfig(**SETUPS["sgd"], max_length=16)
+    assert cfg.dtype == torch.float32
+    r32 = MetagradEngine(tiny_gpt2(), val_loss, cfg).run(examples).metagrads
+    assert r32.dtype == torch.float32
+    assert torch.allclose(r32.double(), r64, rtol=1e-3, atol=1e-4 * r64.abs().max().item())
+
+
+def test_sdpa_target_is_switched_to_eager():
+    model = tiny_gpt2()
+    model.set_attn_implementation("sdpa")
+    engine = MetagradEngine(model, val_loss, InnerSFTConfig(**SETUPS["adamw"], max_length=16, dtype=torch.float64))
+    assert model.config._attn_implementation == "eager" and not model.training
+    assert torch.isfinite(engine.run(random_examples(6)).metagrads).all()
+
+
+def test_model_weights_are_not_modified():
+    engine = engine_for("adamw")
+    before = {k: p.clone() for k, p in engine.model.named_parameters()}
+    engine.run(random_examples(N))
+    assert all(torch.equal(before[k], p) for k, p in engine.model.named_parameters())
+
+
+def test_proxies_are_reported():
+    class WithProxy:
+        def __call__(self, model, params):
+            return head_norm(model, params)
+
+        def proxies(self, model, params):
+            return {"norm": params["lm_head.weight"].norm()}
+
+    cfg = InnerSFTConfig(**SETUPS["sgd"], max_length=16, dtype=torch.float64)
+    res = MetagradEngine(tiny_gpt2(), WithProxy(), cfg).run(random_examples(5))
+    assert res.proxies["norm"] == pytest.approx(-res.value)
+
+
+@pytest.mark.parametrize("examples, match", [
+    ([], "empty"),
+    ([[1, 2, 3], [4]], r"examples\[1\]: has 1 token"),
+    ([[1, 2, 3], list(range(1, 30))], r"examples\[1\]: has 29 tokens, over inner_sft.max_length=16"),
+])
+def test_bad_examples_raise(examples, match):
+    with pytest.raises(ValueError, match=match):
+        engine_for("sgd").run(examples)
+
+
+def test_non_scalar_objective_raises():
+    engine = engine_for("sgd", objective=lambda model, params: params["lm_head.weight"].sum(0))
+    with pytest.raises(ValueError, match=r"objective must return a scalar tensor, got \(16,\)"):
+        engine.run(random_examples(4))
+
+
+def test_non_finite_objective_raises():
+    engine = engine_for("sgd", objective=lambda model, params: params["lm_head.weight"].sum() * float("nan"))
+    with pytest.raises(FloatingPointError, match="objective value"):
+        engine.run(random_examples(4))
+
+
+def test_bad_config_names_the_field():
+    with pytest.raises(ValueError, match=r"inner_sft.optimizer: invalid value 'adam'"):
+        InnerSFTConfig(optimizer="adam")
+    with pytest.raises(ValueError, match=r"inner_sft.microbatch_size"):
+        InnerSFTConfig(microbatch_size=0)
+    with pytest.raises(ValueError, match=r"inner_sft.dtype: unknown dtype 'float8'"):
+        InnerSFTConfig(dtype="float8")
+
+
+def test_first_order_is_exact_for_one_sgd_step_and_a_linear_objective():
+    direction = torch.randn(64, 16, dtype=torch.float64, generator=torch.Generator().manual_seed(5))
+
+    def linear(model, params):
+        return (direction * params["lm_head.weight"]).sum()
+
+    cfg = InnerSFTConfig(optimizer="sgd", lr=0.5, microbatch_size=4, grad_accum_steps=2, max_length=16,
+                         dtype=torch.float64)
+    engine = MetagradEngine(tiny_gpt2(), linear, cfg)
+    examples = random_examples(8)  # one step of two microbatches
+    assert torch.allclose(engine.first_order(examples), engine.run(examples).metagrads, rtol=1e-10, atol=0)
+    longer = random_examples(16)  # two steps: the first-order reward ignores the second-step curvature
+    assert not torch.allclose(engine.first_order(longer), engine.run(longer).metagrads, rtol=1e-3)
