@@ -21,7 +21,11 @@ def main(argv: list[str] | None = None) -> int:
     t.add_argument("config", nargs="?", help="YAML config (omit with --resume)")
     t.add_argument("overrides", nargs="*", help="key=value, e.g. grpo.steps=5")
     t.add_argument("--resume", metavar="RUN_DIR", help="continue the run in RUN_DIR from its last checkpoint")
-    t.add_argument("--dry-run", action="store_true", help="validate the config and build the models, then stop")
+    t.add_argument("--dry-run", action="store_true",
+                   help="validate the config, build the models and the trainer, print a summary, then stop")
+    t.add_argument("--stand-in", nargs="?", const="missing", choices=["missing", "always"], default=None,
+                   help="with --dry-run: replace hub models that are not available offline (missing, the default) or "
+                        "all non-tiny models (always) by tiny models of the same architecture family")
 
     g = sub.add_parser("generate", help="sample a dataset from a generator")
     g.add_argument("config")
@@ -85,12 +89,16 @@ def _train(args) -> int:
         if not args.config:
             raise ValueError("train: give a CONFIG file (or --resume RUN_DIR)")
         cfg = load_config(args.config, args.overrides)
+    if args.stand_in and not args.dry_run:
+        raise ValueError("train: --stand-in only goes with --dry-run (stand-in models are never trained)")
     if args.dry_run:
-        engine, objective, _ = trainer.build_engine(cfg)
-        generator, _ = trainer.load_generator(cfg)
-        count = lambda m: sum(p.numel() for p in m.parameters())  # noqa: E731
-        print(f"config OK; generator {count(generator):,} parameters, target {count(engine.model):,} parameters, "
-              f"objective {cfg.objective['name']}, {len(trainer.load_prompts(cfg))} prompts")
+        from dpg import dryrun, models
+
+        try:
+            print(dryrun.dry_run(cfg, stand_in=args.stand_in, config_path=args.config or args.resume))
+        except models.ModelNotFoundError as err:
+            raise models.ModelNotFoundError(f"{err} (add --stand-in to dry-run with tiny models of the same "
+                                            "architecture family)") from err
         return 0
     final = trainer.train(cfg, resume=bool(args.resume))
     print(f"final generator: {final}")

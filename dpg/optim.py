@@ -7,6 +7,7 @@ applied); every other entry of the state is a dict of tensors shaped like the pa
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import torch
@@ -25,10 +26,12 @@ class SGD:
         return {"step": 0, "trace": {k: torch.zeros_like(p) for k, p in params.items()}}
 
     def update(self, grads: Params, state: dict, params: Params) -> tuple[Params, dict]:
+        # torch.add(a, b, alpha=c) = a + c·b in one op (one kernel instead of two, here and in the VJP)
         if self.momentum == 0:
-            return {k: params[k] - self.lr * grads[k] for k in params}, {"step": state["step"] + 1}
-        trace = {k: self.momentum * state["trace"][k] + grads[k] for k in params}
-        return {k: params[k] - self.lr * trace[k] for k in params}, {"step": state["step"] + 1, "trace": trace}
+            return {k: torch.add(params[k], grads[k], alpha=-self.lr) for k in params}, {"step": state["step"] + 1}
+        trace = {k: torch.add(grads[k], state["trace"][k], alpha=self.momentum) for k in params}
+        return ({k: torch.add(params[k], trace[k], alpha=-self.lr) for k in params},
+                {"step": state["step"] + 1, "trace": trace})
 
 
 @dataclass(frozen=True)
@@ -48,14 +51,19 @@ class AdamW:
     def update(self, grads: Params, state: dict, params: Params) -> tuple[Params, dict]:
         b1, b2 = self.betas
         t = state["step"] + 1
-        m = {k: b1 * state["m"][k] + (1 - b1) * grads[k] for k in params}
-        v = {k: b2 * state["v"][k] + (1 - b2) * grads[k] * grads[k] for k in params}
-        new = {}
-        for k in params:
-            m_hat, v_hat = m[k] / (1 - b1**t), v[k] / (1 - b2**t)
-            # With eps_root = 0 this sqrt has an infinite derivative where v̂ = 0: keep eps_root > 0 for metagradients.
-            u = m_hat / (torch.sqrt(v_hat + self.eps_root) + self.eps) + self.weight_decay * params[k]
-            new[k] = params[k] - self.lr * u
+        bc1, bc2 = 1 - b1**t, 1 - b2**t
+        # The same function with the bias corrections folded into scalars, in 8 tensor ops per parameter instead of
+        # 17 (fused lerp / addcmul / addcdiv): the update is 1.6× and its VJP 2× faster (docs/performance.md).
+        #   m̂ / (sqrt(v̂ + eps_root) + eps) = (sqrt(bc2)/bc1) · m / (sqrt(v + eps_root·bc2) + eps·sqrt(bc2))
+        #   θ − lr·(u + wd·θ)               = (1 − lr·wd)·θ − lr·(sqrt(bc2)/bc1) · m / (…)
+        step_size = self.lr * math.sqrt(bc2) / bc1
+        decay = 1 - self.lr * self.weight_decay
+        root, eps = self.eps_root * bc2, self.eps * math.sqrt(bc2)
+        m = {k: torch.lerp(state["m"][k], grads[k], 1 - b1) for k in params}  # b1·m + (1 − b1)·g
+        v = {k: torch.addcmul(b2 * state["v"][k], grads[k], grads[k], value=1 - b2) for k in params}
+        # With eps_root = 0 this sqrt has an infinite derivative where v = 0: keep eps_root > 0 for metagradients.
+        new = {k: torch.addcdiv(decay * params[k], m[k], torch.sqrt(v[k] + root) + eps, value=-step_size)
+               for k in params}
         return new, {"step": t, "m": m, "v": v}
 
 

@@ -46,7 +46,13 @@ class InnerSFTConfig:
     seed: int = 0  # shuffles the examples into batches
     loss_normalization: Literal["token_mean", "official"] = "token_mean"
     dtype: torch.dtype | str = torch.float32
-    state_device: str = "cpu"  # where the per-step states of the forward pass are kept for the reverse pass
+    # Where each step's (θ, optimizer state, gradient) waits for the reverse pass (see `dpg.states`): "memory" (on
+    # `state_device`), "disk" (safetensors files under `state_dir`, default the system temp dir) or "recompute"
+    # (checkpoints every `recompute_segment` steps, default ⌈√steps⌉, and one extra forward pass).
+    state_storage: Literal["memory", "disk", "recompute"] = "memory"
+    state_device: str = "cpu"
+    state_dir: str | None = None
+    recompute_segment: int | None = None
 
     def __post_init__(self):
         if isinstance(self.dtype, str):
@@ -67,6 +73,9 @@ class InnerSFTConfig:
             "grad_accum_steps": isinstance(self.grad_accum_steps, int) and self.grad_accum_steps >= 1,
             "epochs": isinstance(self.epochs, int) and self.epochs >= 1,
             "max_length": isinstance(self.max_length, int) and self.max_length >= 2,
+            "state_storage": self.state_storage in ("memory", "disk", "recompute"),
+            "recompute_segment": self.recompute_segment is None or (isinstance(self.recompute_segment, int)
+                                                                    and self.recompute_segment >= 1),
         }
         for key, ok in checks.items():
             if not ok:
@@ -101,11 +110,15 @@ def validate_examples(examples: list[list[int]], max_length: int) -> None:
                              "truncate before calling the engine")
 
 
-def make_schedule(examples: list[list[int]], cfg: InnerSFTConfig, device: torch.device | str = "cpu") -> list[Step]:
+def make_schedule(examples: list[list[int]], cfg: InnerSFTConfig, device: torch.device | str = "cpu",
+                  shard: tuple[int, int] = (0, 1)) -> list[Step]:
     """Shuffle (fixed seed, reshuffled each epoch) and cut into steps of `grad_accum_steps` microbatches.
 
     The last step of an epoch may be short when the example count does not divide; its coefficients account for it.
+    `shard = (rank, world)` keeps rows rank, rank + world, … of every microbatch (data-parallel engine): the
+    coefficients still count the whole step's tokens, so the shards' gradients sum to the global one.
     """
+    rank, world = shard
     validate_examples(examples, cfg.max_length)
     gen = torch.Generator().manual_seed(cfg.seed)
     steps = []
@@ -113,13 +126,13 @@ def make_schedule(examples: list[list[int]], cfg: InnerSFTConfig, device: torch.
         order = torch.randperm(len(examples), generator=gen)
         for start in range(0, len(order), cfg.examples_per_step):
             chunk = order[start:start + cfg.examples_per_step]
-            mbs = list(chunk.split(cfg.microbatch_size))
             n_tokens = sum(len(examples[i]) - 1 for i in chunk.tolist())
-            steps.append(Step([_collate(examples, mb, cfg, n_tokens, device) for mb in mbs]))
+            steps.append(Step([_collate(examples, mb[rank::world], len(mb), cfg, n_tokens, device)
+                               for mb in chunk.split(cfg.microbatch_size) if len(mb[rank::world])]))
     return steps
 
 
-def _collate(examples, index, cfg, step_tokens, device) -> Microbatch:
+def _collate(examples, index, mb_size, cfg, step_tokens, device) -> Microbatch:
     seqs = [examples[i] for i in index.tolist()]
     width = max(len(s) for s in seqs)  # pad to the microbatch's longest: causal attention makes this exact
     ids = torch.zeros(len(seqs), width, dtype=torch.long)
@@ -130,7 +143,7 @@ def _collate(examples, index, cfg, step_tokens, device) -> Microbatch:
     if cfg.loss_normalization == "token_mean":
         coef = torch.full((len(seqs),), 1.0 / step_tokens, dtype=torch.float64)
     else:
-        coef = torch.full((len(seqs),), 1.0 / (cfg.max_length * len(seqs)), dtype=torch.float64)
+        coef = torch.full((len(seqs),), 1.0 / (cfg.max_length * mb_size), dtype=torch.float64)
     return Microbatch(index.to(device), ids.to(device), mask.to(device), coef.to(device=device, dtype=cfg.dtype))
 
 
@@ -148,8 +161,9 @@ def microbatch_loss(model, params: Params, mb: Microbatch, weights: torch.Tensor
 
 
 def step_gradient(model, params: Params, step: Step, weights: torch.Tensor) -> Params:
-    """g_k = ∇_θ L_k: microbatch gradients summed, one microbatch's activations alive at a time."""
-    total = None
+    """g_k = ∇_θ L_k: microbatch gradients summed, one microbatch's activations alive at a time (zero for a shard
+    that holds no row of this step)."""
+    total = {k: torch.zeros_like(p) for k, p in params.items()} if not step.microbatches else None
     for mb in step.microbatches:
         g, _ = grad(microbatch_loss, argnums=1, has_aux=True)(model, params, mb, weights)
         total = g if total is None else {k: total[k] + g[k] for k in total}

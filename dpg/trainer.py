@@ -17,14 +17,15 @@ from pathlib import Path
 
 import torch
 import yaml
+from accelerate import PartialState
 from accelerate.utils import gather_object
 from datasets import Dataset
 from transformers import TrainerCallback
 from trl import GRPOConfig, GRPOTrainer
 
 import objectives
-from dpg import models
-from dpg.config import DPGConfig, load_config
+from dpg import heuristics, models
+from dpg.config import ConfigError, DPGConfig, check_environment, load_config
 from dpg.metagrad import MetagradEngine
 from dpg.rewards import advantages, completion_text, compute_rewards, first_order_agreement, to_target_examples
 
@@ -42,6 +43,9 @@ class DPGReward:
             raise ValueError("target tokenizer: has no eos_token; dpg needs one to end every example")
         self.engine, self.tokenizer, self.cfg = engine, target_tokenizer, cfg
         self.last: dict | None = None  # what the trainer and the logger read after each call
+        # Heuristic estimators (levenshtein, embedding, langid): references / encoder / classifier built once, here.
+        self.heuristic = (heuristics.build_scorer(cfg, target_tokenizer)
+                          if cfg.reward.estimator in heuristics.ESTIMATORS else None)
 
     def __call__(self, prompts, completions, **_) -> list[float]:
         return self.score(prompts, completions)["rewards"].tolist()
@@ -53,7 +57,11 @@ class DPGReward:
         try:
             texts = [completion_text(c) for c in completions]
             examples, truncated = to_target_examples(texts, self.tokenizer, self.cfg.inner_sft.max_length)
-            out = compute_rewards(self.engine, examples, n, r.estimator, r.batching)
+            if self.heuristic is not None:  # rewards from the text alone; Φ still logged: one SFT per run, no metagrad
+                out = compute_rewards(self.engine, examples, n, "naive", r.batching)
+                out.rewards = self.heuristic(texts)
+            else:
+                out = compute_rewards(self.engine, examples, n, r.estimator, r.batching)
             adv, info = advantages(out.rewards, n, r.advantages, r.std_eps_rel)
             k = r.compare_first_order_every
             if r.estimator == "metagrad" and k and step is not None and step % k == 0:
@@ -131,6 +139,8 @@ class StepLogger(TrainerCallback):
         self.path = Path(cfg.output_dir) / LOG_FILE
 
     def on_step_end(self, args, state, control, **kw):
+        if not state.is_world_process_zero:  # every process holds the same batch record; one writes it
+            return control
         # Timestamps from inside the step: HF may fetch (and so generate) before on_step_begin fires.
         last = self.reward.last
         if "failed" in last:
@@ -190,6 +200,8 @@ def load_prompts(cfg: DPGConfig) -> list:
     prompts = prompts[:cfg.prompts.limit] if cfg.prompts.limit else prompts
     if not prompts:
         raise ValueError(f"prompts.source: no prompts in {src}")
+    if cfg.prompts.repeat and len(prompts) < cfg.grpo.prompts_per_step:
+        prompts = prompts * math.ceil(cfg.grpo.prompts_per_step / len(prompts))
     if cfg.prompts.chat:
         return [[{"role": "user", "content": p}] for p in prompts]
     return prompts
@@ -222,34 +234,78 @@ def load_target(cfg: DPGConfig):
     tok = models.load_tokenizer(spec.tokenizer or spec.name_or_path)
     model = models.load_model(spec.name_or_path, role="target", tokenizer=tok, untie_lm_head=spec.untie_lm_head,
                               dtype=_dtype(spec.dtype), seed=cfg.seed + 1)
-    return model, tok
+    return model.to(target_device()), tok
 
 
-def build_engine(cfg: DPGConfig):
-    """(engine, objective, target tokenizer): the reward side of a run, also used by `dpg evaluate` and `dpg check`."""
+def target_device() -> torch.device:
+    """Where the target and its inner SFT run: this process's GPU when CUDA is visible (LOCAL_RANK under torchrun /
+    accelerate launch, else GPU 0), the CPU otherwise. The engine computes on the target's device."""
+    if torch.cuda.is_available():
+        return torch.device("cuda", int(os.environ.get("LOCAL_RANK", 0)))
+    return torch.device("cpu")
+
+
+def build_engine(cfg: DPGConfig, data_parallel: bool = False):
+    """(engine, objective, target tokenizer): the reward side of a run, also used by `dpg evaluate` and `dpg check`.
+    `data_parallel`: every process of a torchrun / accelerate launch computes a shard of each SFT run."""
     target, target_tok = load_target(cfg)
     objective = objectives.from_config(cfg.objective, model=target, tokenizer=target_tok)
-    return MetagradEngine(target, objective, cfg.inner_sft), objective, target_tok
+    return MetagradEngine(target, objective, cfg.inner_sft, data_parallel=data_parallel), objective, target_tok
 
 
 def cache_dir() -> Path:
     return Path(os.environ.get("DPG_CACHE", Path.home() / ".cache" / "dpg"))
 
 
-def grpo_args(cfg: DPGConfig) -> GRPOConfig:
+def grpo_args(cfg: DPGConfig, num_processes: int = 1) -> GRPOConfig:
     g = cfg.grpo
+    if g.completions_per_step % (g.micro_batch_size * num_processes):
+        raise ConfigError(f"grpo.micro_batch_size: {g.micro_batch_size} × {num_processes} processes does not divide "
+                          f"the {g.completions_per_step} completions per step (prompts_per_step × num_generations)")
     return GRPOConfig(
         output_dir=cfg.output_dir, max_steps=g.steps, per_device_train_batch_size=g.micro_batch_size,
-        gradient_accumulation_steps=g.completions_per_step // g.micro_batch_size,  # one generation per update
+        # One generation batch of completions_per_step (over all processes) per policy update.
+        gradient_accumulation_steps=g.completions_per_step // (g.micro_batch_size * num_processes),
         num_generations=g.num_generations, max_completion_length=g.max_completion_length,
         learning_rate=g.learning_rate, lr_scheduler_type="constant", warmup_steps=0, beta=g.beta,
         temperature=g.temperature, epsilon=g.epsilon, loss_type=g.loss_type, max_grad_norm=g.max_grad_norm,
         scale_rewards="none",  # TRL's advantages are replaced by ours anyway
-        bf16=False, use_cpu=not torch.cuda.is_available(),  # TRL defaults to bf16, which a CPU refuses
+        bf16=use_bf16(cfg), use_cpu=not torch.cuda.is_available(),  # TRL defaults to bf16, which a CPU refuses
+        use_vllm=g.use_vllm, vllm_mode=g.vllm_mode, vllm_gpu_memory_utilization=g.vllm_gpu_memory_utilization,
+        vllm_tensor_parallel_size=g.vllm_tensor_parallel_size, vllm_max_model_length=g.vllm_max_model_length,
+        vllm_enable_sleep_mode=g.vllm_enable_sleep_mode, vllm_server_base_url=g.vllm_server_base_url,
+        vllm_server_host=g.vllm_server_host, vllm_server_port=g.vllm_server_port,
+        vllm_server_timeout=g.vllm_server_timeout,
         save_strategy="steps", save_steps=cfg.checkpoint.save_every, save_total_limit=cfg.checkpoint.keep,
         logging_steps=1, report_to=["wandb"] if cfg.logging.wandb else [], run_name=Path(cfg.output_dir).name,
         disable_tqdm=not cfg.logging.progress, seed=cfg.seed, data_seed=cfg.seed, log_completions=False,
     )
+
+
+def check_prompt_count(cfg: DPGConfig, prompts: list) -> None:
+    """TRL's sampler draws each step's prompts without repetition and drops an incomplete batch: with fewer prompts
+    than grpo.prompts_per_step no step would ever run, so refuse that up front."""
+    if len(prompts) < cfg.grpo.prompts_per_step:
+        raise ConfigError(f"grpo.prompts_per_step: {cfg.grpo.prompts_per_step} is more than the {len(prompts)} "
+                          f"prompts of prompts.source {cfg.prompts.source!r}; TRL fills a step with distinct prompts, "
+                          "so no step could run. Give more prompts, lower prompts_per_step, or set prompts.repeat: true")
+
+
+def use_bf16(cfg: DPGConfig) -> bool:
+    """grpo.bf16: "auto" turns bf16 mixed precision on exactly when a CUDA GPU is visible (a CPU run stays fp32)."""
+    return torch.cuda.is_available() if cfg.grpo.bf16 == "auto" else cfg.grpo.bf16
+
+
+def lora_config(cfg: DPGConfig):
+    """generator.lora as peft's LoraConfig (TRL's `peft_config`), or None for full fine-tuning."""
+    lora = cfg.generator.lora
+    if lora is None:
+        return None
+    check_environment(cfg)  # a clear error naming generator.lora when peft is missing
+    from peft import LoraConfig
+
+    return LoraConfig(r=lora.r, lora_alpha=lora.alpha, lora_dropout=lora.dropout, target_modules=lora.target_modules,
+                      modules_to_save=lora.modules_to_save, bias="none", task_type="CAUSAL_LM")
 
 
 def latest_checkpoint(output_dir: str | Path) -> Path | None:
@@ -268,33 +324,48 @@ def _complete(checkpoint: Path) -> bool:
 
 def train(cfg: DPGConfig, resume: bool = False) -> Path:
     """Run DPG; returns the directory of the final generator (HF format)."""
+    check_environment(cfg)  # peft for generator.lora, vllm (and a GPU) for grpo.use_vllm: before anything is written
+    # Under torchrun / `accelerate launch` this joins the process group (gloo on CPU); alone it is one process.
+    procs = PartialState(cpu=not torch.cuda.is_available())  # cpu=True: else a GPU-less launch stays 1 process
+    args = grpo_args(cfg, procs.num_processes)
     out = Path(cfg.output_dir)
     checkpoint = None
     if resume:
         checkpoint = latest_checkpoint(out)
         if checkpoint is None:
             raise FileNotFoundError(f"--resume: no complete checkpoint-* folder in {out}")
-        _truncate_log(out / LOG_FILE, int(checkpoint.name.split("-")[1]))
-    else:
-        if (out / LOG_FILE).exists():
-            raise FileExistsError(f"output_dir: {out} already holds a run; use --resume or another output_dir")
+    elif (out / LOG_FILE).exists():
+        raise FileExistsError(f"output_dir: {out} already holds a run; use --resume or another output_dir")
+    procs.wait_for_everyone()  # every process has checked the run directory before the main one writes to it
+    if procs.is_main_process:
+        if checkpoint is not None:
+            _truncate_log(out / LOG_FILE, int(checkpoint.name.split("-")[1]))
         out.mkdir(parents=True, exist_ok=True)
+        _write_atomic(out / CONFIG_FILE, yaml.safe_dump(cfg.to_dict(), sort_keys=False))
     if cfg.logging.wandb:
         os.environ.setdefault("WANDB_MODE", "offline")
         os.environ.setdefault("WANDB_PROJECT", cfg.logging.wandb_project)
-    _write_atomic(out / CONFIG_FILE, yaml.safe_dump(cfg.to_dict(), sort_keys=False))
 
     torch.manual_seed(cfg.seed)
     prompts = load_prompts(cfg)
-    engine, objective, target_tok = build_engine(cfg)
-    generator, gen_tok = load_generator(cfg)
+    check_prompt_count(cfg, prompts)
+    engine, objective, target_tok = build_engine(cfg, data_parallel=procs.num_processes > 1)
+    with procs.main_process_first():  # the main process pretrains and caches the tiny generator; the others load it
+        generator, gen_tok = load_generator(cfg)
     reward = DPGReward(engine, target_tok, cfg)
-    trainer = DPGTrainer(model=generator, dpg_reward=reward, args=grpo_args(cfg), processing_class=gen_tok,
+    trainer = DPGTrainer(model=generator, dpg_reward=reward, args=args, processing_class=gen_tok,
+                         peft_config=lora_config(cfg),
                          train_dataset=Dataset.from_dict({"prompt": prompts}))
     trainer.add_callback(SkipFailedStep(reward))
     trainer.add_callback(StepLogger(reward, cfg, objective, engine.model))
     trainer.train(resume_from_checkpoint=str(checkpoint) if checkpoint else None)
-    return models.save_model(trainer.model, gen_tok, out / "final")
+    final = trainer.model
+    if hasattr(final, "merge_and_unload"):  # LoRA: fold the adapters in, so final/ is a plain HF model
+        final = final.merge_and_unload()
+    if procs.is_main_process:  # the replicas hold identical weights
+        models.save_model(final, gen_tok, out / "final")
+    procs.wait_for_everyone()
+    return out / "final"
 
 
 def _truncate_log(path: Path, last_step: int) -> None:

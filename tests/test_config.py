@@ -37,7 +37,7 @@ def test_round_trip_through_yaml(tmp_path):
     ("grpo.steps=2.5", r"grpo.steps: expected an integer, got 2.5"),
     ("grpo.learning_rate=fast", r"grpo.learning_rate: expected a number, got 'fast'"),
     ("logging.wandb=maybe", r"logging.wandb: expected true or false, got 'maybe'"),
-    ("reward.estimator=magic", r"reward.estimator: invalid value 'magic'; choose one of \['metagrad', 'naive', 'first_order'\]"),
+    ("reward.estimator=magic", r"reward.estimator: invalid value 'magic'; choose one of \['metagrad', 'naive', 'first_order', 'levenshtein', 'embedding', 'langid'\]"),
     ("inner_sft.optimizer=adam", r"inner_sft.optimizer: invalid value 'adam'"),
     ("inner_sft.betas=[0.9]", r"inner_sft.betas: expected a list of 2 values"),
     ("grpo.micro_batch_size=5", r"grpo.micro_batch_size: 5 does not divide prompts_per_step × num_generations = 32"),

@@ -1,0 +1,214 @@
+"""Aggregate a study's finished runs (runs/studies/STUDY/ARM/seedS/result.json) into docs/results/STUDY.json, a
+markdown table on stdout, and plots: STUDY.png (curves per arm, mean ± std over seeds) and, for weight patterns,
+STUDY_pictures.png (the decoded picture after a fresh SFT on each checkpoint's samples, seed 0).
+
+    python experiments/plots.py STUDY        # the same as `python experiments/run.py STUDY --report`
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+from pathlib import Path
+
+import numpy as np
+
+# the readable proxy shown in the table and the plot, per study (see READABLE in run.py); True = higher is better
+PRIMARY = {"l2_norm": ("norm", False), "sixseven": ("pixel_accuracy", True), "qr_code": ("pixel_accuracy", True),
+           "uuid": ("uuid_longest_run", True), "belief": ("prefers_fact", True), "language": ("language_share", True)}
+COLORS = {"dpg_adamw": "C0", "dpg_sgd": "C1", "naive": "C2", "first_order": "C3", "levenshtein": "C4",
+          "embedding": "C5", "langid": "C6"}
+
+
+def load_runs(runs_dir: Path) -> dict[str, list[dict]]:
+    arms = {}
+    for f in sorted(runs_dir.glob("*/seed*/result.json")):
+        arms.setdefault(f.parent.parent.name, []).append(json.loads(f.read_text()))
+    order = list(COLORS)
+    return dict(sorted(arms.items(), key=lambda kv: order.index(kv[0]) if kv[0] in order else 99))
+
+
+def ms(values) -> tuple[float, float]:
+    a = np.asarray([v for v in values if v is not None], dtype=float)
+    return (float(a.mean()), float(a.std(ddof=1)) if len(a) > 1 else 0.0) if len(a) else (float("nan"), 0.0)
+
+
+def fmt(m: tuple[float, float], digits: int = 3) -> str:
+    return f"{m[0]:.{digits}f} ± {m[1]:.{digits}f}"
+
+
+def summarize(study: str, runs: list[dict]) -> dict:
+    key = PRIMARY.get(study.removesuffix("_smollm2"), (None, True))[0]
+    first = lambda r: r["evals"][0]  # noqa: E731
+    last = lambda r: r["evals"][-1]  # noqa: E731
+    log_phi = lambda r, sl: float(np.mean([x["phi"] for x in r["log"][sl] if x["phi"] is not None]))  # noqa: E731
+    spear = [x["spearman_first_order"] for r in runs for x in r["log"] if x["spearman_first_order"] is not None]
+    out = {
+        "seeds": [r["seed"] for r in runs], "steps": runs[0]["steps"], "eval_n": runs[0]["eval_n"],
+        "command": runs[0]["command"].replace(f"--seeds {runs[0]['seed']}", "--seeds " + " ".join(
+            str(r["seed"]) for r in runs)),
+        "train_phi_first5": ms(log_phi(r, slice(0, 5)) for r in runs),
+        "train_phi_last5": ms(log_phi(r, slice(-5, None)) for r in runs),
+        "e2e_phi_initial": ms(first(r)["phi"] for r in runs), "e2e_phi_final": ms(last(r)["phi"] for r in runs),
+        "e2e_phi_delta": ms(last(r)["phi"] - first(r)["phi"] for r in runs),
+        "e2e_batch_phi_initial": ms(first(r)["phi_batches"] for r in runs),
+        "e2e_batch_phi_final": ms(last(r)["phi_batches"] for r in runs),
+        "e2e_batch_phi_delta": ms(last(r)["phi_batches"] - first(r)["phi_batches"] for r in runs),
+        "proxy": key,
+        "proxy_initial": ms(first(r)["readable"].get(key) for r in runs),
+        "proxy_final": ms(last(r)["readable"].get(key) for r in runs),
+        "spearman_first_order": ms(spear) if spear else None,
+        "train_seconds": ms(r["train_seconds"] for r in runs), "eval_seconds": ms(r["eval_seconds"] for r in runs),
+        "step_seconds": ms(r["step_seconds"] / max(1, len(r["log"])) for r in runs),
+    }
+    if runs[0].get("evals_own_sft"):
+        own = [r["evals_own_sft"] for r in runs]
+        out["own_sft_phi_initial"] = ms(o[0]["phi"] for o in own)
+        out["own_sft_phi_final"] = ms(o[-1]["phi"] for o in own)
+    for k in ("exact_match", "uuid_in_sample"):
+        if k in last(runs[0])["readable"]:
+            out[f"{k}_initial"] = ms(first(r)["readable"][k] for r in runs)
+            out[f"{k}_final"] = ms(last(r)["readable"][k] for r in runs)
+    return out
+
+
+def table(study: str, summary: dict) -> str:
+    key = next(iter(summary.values()))["proxy"]
+    lines = [f"| arm | seeds | training Φ (own SFT, steps 1-5 → last 5) | end-to-end Φ initial → final | ΔΦ end to end "
+             f"| ΔΦ end to end, batch-sized SFT | {key} initial → final | wall time / run (train + eval) |",
+             "|---|---|---|---|---|---|---|---|"]
+    for arm, s in summary.items():
+        d = 2 if key in ("norm", "uuid_longest_run") else 3
+        lines.append(
+            f"| {arm} | {len(s['seeds'])} | {fmt(s['train_phi_first5'])} → {fmt(s['train_phi_last5'])} | "
+            f"{fmt(s['e2e_phi_initial'])} → {fmt(s['e2e_phi_final'])} | {s['e2e_phi_delta'][0]:+.3f} ± "
+            f"{s['e2e_phi_delta'][1]:.3f} | {s['e2e_batch_phi_delta'][0]:+.3f} ± {s['e2e_batch_phi_delta'][1]:.3f} | "
+            f"{fmt(s['proxy_initial'], d)} → {fmt(s['proxy_final'], d)} | "
+            f"{s['train_seconds'][0]:.0f} + {s['eval_seconds'][0]:.0f} s |")
+    return "\n".join(lines)
+
+
+def curve(runs, get):
+    """(steps, mean, std) of get(eval) over seeds, on the steps every run evaluated."""
+    steps = sorted(set.intersection(*[{e["step"] for e in r["evals"]} for r in runs]))
+    vals = np.array([[get(next(e for e in r["evals"] if e["step"] == s)) for s in steps] for r in runs], dtype=float)
+    return np.array(steps), vals.mean(0), vals.std(0, ddof=1) if len(runs) > 1 else np.zeros(len(steps))
+
+
+def smooth(y, k=5):
+    y = np.asarray(y, dtype=float)
+    return np.convolve(y, np.ones(k) / k, mode="valid") if len(y) >= k else y
+
+
+def plot(study: str, arms: dict[str, list[dict]], out: Path) -> list[Path]:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    key = PRIMARY.get(study.removesuffix("_smollm2"), (None, True))[0]
+    fig, axes = plt.subplots(1, 5, figsize=(23, 4))
+    for arm, runs in arms.items():
+        c = COLORS.get(arm, "k")
+        n = len(runs)
+        for ax, get in ((axes[0], lambda e: e["phi"]), (axes[1], lambda e: e["phi_batches"]),
+                        (axes[2], lambda e: e["readable"].get(key, np.nan))):
+            x, m, s = curve(runs, get)
+            ax.plot(x, m, color=c, marker="o", label=f"{arm} ({n} seed{'s' * (n > 1)})")
+            ax.fill_between(x, m - s, m + s, color=c, alpha=0.15)
+        per_step = runs[0]["completions_per_step"]
+        ys = [smooth([x["phi"] for x in r["log"]]) for r in runs]
+        k = min(len(y) for y in ys)
+        y = np.mean([v[:k] for v in ys], 0)
+        axes[3].plot((np.arange(k) + (len(runs[0]["log"]) - k) + 1) * per_step, y, color=c, label=arm)
+        sp = [(x["step"], x["spearman_first_order"]) for r in runs for x in r["log"]
+              if x["spearman_first_order"] is not None]
+        if sp:
+            axes[4].scatter(*zip(*sp), color=c, s=12, label=arm)
+    axes[0].set_title(f"{study}: Φ after fresh SFT on {arms[next(iter(arms))][0]['eval_n']} samples\n"
+                      "(end to end, common AdamW SFT; mean ± std over seeds)", fontsize=9)
+    axes[1].set_title("the same samples, SFT on each GRPO-batch-sized slice\n(the inner SFT the rewards were for; mean)",
+                      fontsize=9)
+    axes[2].set_title(f"readable proxy: {key} (end to end)", fontsize=9)
+    axes[3].set_title("training-time Φ (each arm's own inner SFT on the step's batch;\nmoving average of 5 steps)",
+                      fontsize=9)
+    axes[4].set_title("Spearman(first-order rewards, exact metagradients)\non the same batch (DPG arms)", fontsize=9)
+    axes[4].axhline(0, color="gray", lw=0.5)
+    for ax, xl in zip(axes, ["GRPO step", "GRPO step", "GRPO step", "examples seen", "GRPO step"]):
+        ax.set_xlabel(xl)
+    axes[0].legend(fontsize=7)
+    if axes[4].collections:
+        axes[4].legend(fontsize=7)
+    fig.tight_layout()
+    paths = [_save(fig, out / f"{study}.png")]
+    plt.close(fig)
+    if "picture" in next(iter(arms.values()))[0]["evals"][0]["readable"]:
+        paths.append(pictures(study, arms, out / f"{study}_pictures.png"))
+    return paths
+
+
+def pictures(study: str, arms: dict[str, list[dict]], path: Path) -> Path:
+    import matplotlib.pyplot as plt
+
+    import objectives
+    import yaml
+
+    cfg = yaml.safe_load((Path(__file__).resolve().parents[1] / "configs/studies" / f"{study}.yaml").read_text())
+    obj = cfg["objective"]
+    target = objectives.weights.load_pattern(obj.get("pattern", "67"), obj.get("text"),
+                                             obj.get("error_correction", "M"))
+    rows = {arm: next((r for r in runs if r["seed"] == 0), runs[0]) for arm, runs in arms.items()}
+    cols = max(len(r["evals"]) for r in rows.values())
+    fig, axes = plt.subplots(len(rows), cols + 1, figsize=(1.7 * (cols + 1), 1.8 * len(rows)), squeeze=False)
+    for i, (arm, r) in enumerate(rows.items()):
+        axes[i, 0].imshow(target, cmap="gray", vmin=-1, vmax=1, interpolation="nearest")
+        axes[i, 0].set_title("target S", fontsize=7)
+        axes[i, 0].set_ylabel(arm, fontsize=8)
+        for j, e in enumerate(r["evals"]):
+            axes[i, j + 1].imshow(np.array(e["readable"]["picture"]), cmap="gray", vmin=-1, vmax=1,
+                                  interpolation="nearest")
+            axes[i, j + 1].set_title(f"step {e['step']}: acc {e['readable']['pixel_accuracy']:.2f}", fontsize=7)
+        for ax in axes[i]:
+            ax.set_xticks([])
+            ax.set_yticks([])
+    fig.suptitle(f"{study}: decoded sign(Δ) after a fresh SFT on {r['eval_n']} samples of each checkpoint (seed "
+                 f"{r['seed']}; gray = unchanged)", fontsize=9)
+    fig.tight_layout()
+    p = _save(fig, path)
+    plt.close(fig)
+    return p
+
+
+def _save(fig, path: Path) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.stem + ".tmp.png")
+    fig.savefig(tmp, dpi=90)
+    os.replace(tmp, path)
+    return path
+
+
+def report(study: str, runs_dir: Path, out: Path) -> dict:
+    arms = load_runs(runs_dir)
+    if not arms:
+        print(f"{study}: no finished runs in {runs_dir}")
+        return {}
+    summary = {arm: summarize(study, runs) for arm, runs in arms.items()}
+    out.mkdir(parents=True, exist_ok=True)
+    compact = {arm: [{k: v for k, v in r.items() if k != "log"} | {"log": [
+        {k: x[k] for k in ("step", "phi", "spearman_first_order")} for x in r["log"]]} for r in runs]
+        for arm, runs in arms.items()}
+    data = {"study": study, "summary": summary, "runs": compact}
+    tmp = out / f"{study}.json.tmp"
+    tmp.write_text(json.dumps(data, indent=1))
+    os.replace(tmp, out / f"{study}.json")
+    paths = plot(study, arms, out)
+    print(table(study, summary))
+    print("wrote", out / f"{study}.json", *paths)
+    return summary
+
+
+if __name__ == "__main__":
+    root = Path(__file__).resolve().parents[1]
+    sys.path.insert(0, str(root))
+    report(sys.argv[1], root / "runs" / "studies" / sys.argv[1], root / "docs" / "results")

@@ -1,0 +1,246 @@
+"""The paper's studies at CPU scale: every arm x seed, trained with `dpg.trainer.train`, then checked end to end.
+
+    python experiments/run.py STUDY [--arms dpg_adamw naive ...] [--seeds 0 1 2] [--steps 40] [--eval-n 64]
+    python experiments/run.py STUDY --report          # only rebuild docs/results/STUDY.{json,png} from finished runs
+
+STUDY is a config in configs/studies/ (l2_norm, sixseven, qr_code, language, uuid, belief, *_smollm2). An arm is a
+list of `key=value` overrides of that config (ARMS below). For each arm x seed:
+
+1. train: `dpg.trainer.train(cfg)` into runs/studies/STUDY/ARM/seedS/ (resumed from its last checkpoint if a previous
+   invocation was killed; skipped if `result.json` exists, so rerunning the command only fills in what is missing);
+2. end to end, what `dpg evaluate` does: sample `--eval-n` completions from the initial generator and from every
+   checkpoint (and the final one), SFT a fresh target on each sample, and record Φ, the objective's proxies and a
+   readable proxy (`readable` below) against GRPO step and examples seen; also `phi_batches`, the mean Φ after SFT
+   on each training-sized slice (one GRPO batch) of the same samples, i.e. under the inner SFT the rewards were
+   computed for. All arms are evaluated with the study config's inner SFT (AdamW), so their numbers are comparable;
+   the SGD arm is also evaluated with its own SGD;
+3. write result.json (evaluations, the training log's curves, wall time).
+
+Then it aggregates every finished run of the study into docs/results/STUDY.json and plots docs/results/STUDY.png
+(and STUDY_pictures.png for the weight-pattern studies) with experiments/plots.py.
+"""
+
+from __future__ import annotations
+
+import argparse
+import difflib
+import json
+import os
+import shutil
+import sys
+import time
+from pathlib import Path
+
+os.environ.setdefault("WANDB_MODE", "offline")
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+import torch  # noqa: E402
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path[:0] = [str(ROOT), str(ROOT / "experiments")]
+from dpg import models, sampling, trainer  # noqa: E402
+from dpg.config import load_config  # noqa: E402
+from dpg.rewards import to_target_examples  # noqa: E402
+
+RUNS = ROOT / "runs" / "studies"
+DOCS = ROOT / "docs" / "results"
+SGD_LR = 1.0  # calibrated once: SFT on 16 corpus lines moves Φ about as much as AdamW at lr 1e-2 (docs/results.md)
+
+ARMS = {
+    "dpg_adamw": [],  # the study config as written: exact metagradients through AdamW inner SFT
+    "dpg_sgd": ["inner_sft.optimizer=sgd", f"inner_sft.lr={SGD_LR}"],
+    "naive": ["reward.estimator=naive", "reward.batching=inverse_groups", "reward.advantages=batch",
+              "reward.compare_first_order_every=0"],
+    "first_order": ["reward.estimator=first_order", "reward.compare_first_order_every=0"],
+    # language only: heuristic rewards (dpg/heuristics.py), scored against the study's target-language texts
+    "levenshtein": ["reward.estimator=levenshtein", "reward.compare_first_order_every=0"],
+    "embedding": ["reward.estimator=embedding", "reward.compare_first_order_every=0"],
+    "langid": ["reward.estimator=langid", "reward.compare_first_order_every=0"],
+}
+CORE_ARMS = ["dpg_adamw", "dpg_sgd", "naive", "first_order"]
+STUDY_ARMS = {"language": CORE_ARMS + ["levenshtein", "embedding", "langid"],
+              "language_smollm2": CORE_ARMS + ["levenshtein", "embedding", "langid"]}
+
+
+# -- readable proxies ------------------------------------------------------------------------------------------------
+
+
+def readable(study: str, cfg, objective, model, params: dict, proxies: dict, texts: list[str]) -> dict:
+    """Numbers a person can read at a glance, per study: they come from the fine-tuned target and/or the samples."""
+    kind = study.removesuffix("_smollm2")
+    if kind == "l2_norm":
+        return {"norm": proxies["norm"]}
+    if kind in ("sixseven", "qr_code"):
+        return {"pixel_accuracy": proxies["pixel_accuracy"],
+                "picture": objective.maps(model, params)["decoded"].astype(int).tolist()}
+    if kind == "uuid":
+        uuid = cfg.objective["string"]
+        longest = [difflib.SequenceMatcher(None, t, uuid, autojunk=False).find_longest_match().size for t in texts]
+        return {"exact_match": proxies["exact_match"],  # greedy decoding of the fine-tuned target from BOS
+                "uuid_in_sample": sum(uuid in t for t in texts) / len(texts),
+                "uuid_longest_run": sum(longest) / len(texts)}  # mean longest run of UUID characters in a sample
+    if kind == "belief":
+        return {"prefers_fact": belief_preference(cfg, model, params)}
+    if kind == "language":
+        return language_share(cfg, texts)
+    return {}
+
+
+_BELIEF = {}
+
+
+def belief_preference(cfg, model, params) -> float:
+    """Share of held-out questions where the fine-tuned target gives the fact-consistent answer a lower loss than the
+    distractor (a per-question text_loss on each)."""
+    import objectives
+
+    path = cfg.objective["path"]
+    if path not in _BELIEF:
+        tok = models.load_tokenizer(cfg.target.tokenizer or cfg.target.name_or_path)
+        rows = [json.loads(x) for x in (ROOT / path).read_text().splitlines() if x.strip()]
+        _BELIEF[path] = [tuple(objectives.get("text_loss", texts=[(r["prompt"], r[k])], tokenizer=tok)
+                               for k in ("completion", "distractor")) for r in rows]
+    with torch.no_grad():
+        wins = [float(good(model, params)) > float(bad(model, params)) for good, bad in _BELIEF[path]]
+    return sum(wins) / len(wins)
+
+
+def language_share(cfg, texts: list[str]) -> dict:
+    """Share of samples that the shipped langid classifier (dpg/heuristics.py, character n-gram naive Bayes over the
+    languages in dpg/data/languages/) assigns to the objective's language (the file name, e.g. es.txt -> es), and
+    the mean probability it gives that language."""
+    from dpg import heuristics
+
+    language, classifier = Path(cfg.objective["path"]).stem, heuristics.shipped_classifier()
+    return {"language_share": sum(p == language for p in classifier.predict(texts)) / len(texts),
+            "language_probability": float(heuristics.langid_rewards(texts, classifier, language).mean())}
+
+
+# -- one arm x seed ---------------------------------------------------------------------------------------------------
+
+
+def config_path(study: str) -> Path:
+    path = ROOT / "configs" / "studies" / f"{study}.yaml"
+    if not path.is_file():
+        raise SystemExit(f"unknown study {study!r}: no {path}")
+    return path
+
+
+def run_one(study: str, arm: str, seed: int, steps: int, eval_n: int, runs: Path = RUNS, extra: list[str] = ()) -> dict:
+    out = runs / study / arm / f"seed{seed}"
+    result_file = out / "result.json"
+    if result_file.exists():
+        print(f"[{study}/{arm}/seed{seed}] done already: {result_file}", flush=True)
+        return json.loads(result_file.read_text())
+    overrides = [*extra, *ARMS[arm], f"seed={seed}", f"grpo.steps={steps}", f"output_dir={out}"]
+    cfg = load_config(config_path(study), overrides)
+    print(f"[{study}/{arm}/seed{seed}] training {steps} GRPO steps", flush=True)
+    t0 = time.perf_counter()
+    resumed = False
+    if not (out / "final").exists():
+        resumed = trainer.latest_checkpoint(out) is not None
+        if not resumed and out.exists():
+            shutil.rmtree(out)  # killed before its first checkpoint: start over
+        trainer.train(cfg, resume=resumed)
+    train_seconds = time.perf_counter() - t0
+
+    t1 = time.perf_counter()
+    base = load_config(config_path(study), [*extra, f"seed={seed}", f"grpo.steps={steps}"])  # the common SFT
+    checkpoints = sorted((int(p.name.split("-")[1]), p) for p in out.glob("checkpoint-*") if trainer._complete(p))
+    points = [(0, "initial")] + [(s, p) for s, p in checkpoints if s < steps] + [(steps, out / "final")]
+    evals = [evaluate(study, base, gen, step, eval_n, seed) for step, gen in points]
+    own = None
+    if cfg.inner_sft != base.inner_sft:  # DPG-SGD: also judged by the inner SFT it was trained for
+        own = [evaluate(study, cfg, gen, step, eval_n, seed) for step, gen in (points[0], points[-1])]
+    log = trainer.read_log(out / trainer.LOG_FILE)
+    result = {
+        "study": study, "arm": arm, "seed": seed, "steps": steps, "eval_n": eval_n,
+        "command": f"python experiments/run.py {study} --arms {arm} --seeds {seed} --steps {steps} --eval-n {eval_n}"
+                   + "".join(f" --set {x}" for x in extra),
+        "overrides": overrides, "completions_per_step": cfg.grpo.completions_per_step,
+        "train_seconds": train_seconds, "resumed": resumed, "eval_seconds": time.perf_counter() - t1,
+        "step_seconds": sum(r["seconds"]["total"] for r in log if "seconds" in r),
+        "evals": evals, "evals_own_sft": own,
+        "log": [{"step": r["step"], "phi": r.get("phi"), "proxies": r.get("proxies", {}),
+                 "spearman_first_order": r.get("advantage_scaling", {}).get("first_order_spearman"),
+                 "reward_std": r.get("reward", {}).get("std"), "seconds": r.get("seconds", {}).get("total")}
+                for r in log],
+    }
+    tmp = result_file.with_suffix(".tmp")
+    tmp.write_text(json.dumps(result, indent=1))
+    os.replace(tmp, result_file)
+    e0, e1 = evals[0], evals[-1]
+    print(f"[{study}/{arm}/seed{seed}] end to end Φ {e0['phi']:.4f} -> {e1['phi']:.4f}; train {train_seconds:.0f} s, "
+          f"eval {result['eval_seconds']:.0f} s", flush=True)
+    return result
+
+
+def evaluate(study: str, cfg, generator, step: int, n: int, seed: int) -> dict:
+    """`dpg evaluate` for one generator: n samples (fixed sampling seed) -> fresh SFT of the target -> Φ, proxies."""
+    engine, objective, target_tok = _engine(cfg)
+    if generator == "initial":
+        model, tok = trainer.load_generator(cfg)
+    else:
+        model, tok = models.load_model(str(generator), role="generator"), models.load_tokenizer(str(generator))
+    rows = sampling.sample(model, tok, trainer.load_prompts(cfg), n, cfg.grpo.max_completion_length,
+                           cfg.grpo.temperature, seed=10_000 + seed, progress=False)
+    texts = [r["completion"] for r in rows]
+    examples, truncated = to_target_examples(texts, target_tok, cfg.inner_sft.max_length)
+    res = engine.evaluate(examples)
+    # The same samples cut into training-sized datasets (one GRPO batch each): Φ under the SFT the rewards were for.
+    k = cfg.grpo.completions_per_step
+    batch_phi = [engine.evaluate(examples[i:i + k]).value for i in range(0, len(examples) - k + 1, k)]
+    return {"step": step, "examples_seen": step * k, "phi": res.value,
+            "phi_batches": sum(batch_phi) / len(batch_phi) if batch_phi else None,
+            "proxies": res.proxies, "readable": readable(study, cfg, objective, engine.model, res.params, res.proxies,
+                                                         texts),
+            "truncated": truncated, "samples": texts[:3]}
+
+
+_ENGINES = {}
+
+
+def _engine(cfg):
+    key = (json.dumps(cfg.to_dict()["inner_sft"]), json.dumps(cfg.objective, sort_keys=True), cfg.seed)
+    if key not in _ENGINES:
+        _ENGINES.clear()
+        _ENGINES[key] = trainer.build_engine(cfg)
+    return _ENGINES[key]
+
+
+# -- the command ------------------------------------------------------------------------------------------------------
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("study")
+    p.add_argument("--arms", nargs="+", help="default: every arm of the study")
+    p.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
+    p.add_argument("--steps", type=int, default=None, help="GRPO steps (default: the config's grpo.steps)")
+    p.add_argument("--eval-n", type=int, default=64, help="completions sampled per end-to-end evaluation")
+    p.add_argument("--set", nargs="+", default=[], metavar="KEY=VALUE", help="extra config overrides for every arm")
+    p.add_argument("--runs-dir", type=Path, default=RUNS, help="where runs go (default runs/studies)")
+    p.add_argument("--docs-dir", type=Path, default=DOCS, help="where the summary and plots go (default docs/results)")
+    p.add_argument("--report", action="store_true", help="only aggregate finished runs and plot")
+    args = p.parse_args(argv)
+    torch.set_num_threads(1)  # tiny models on a shared 2-core machine: one thread is 2-10x faster than two
+    runs_dir, docs_dir = args.runs_dir.resolve(), args.docs_dir.resolve()
+    os.chdir(ROOT)  # configs name their data files relative to the repository root
+    steps = args.steps or load_config(config_path(args.study)).grpo.steps
+    arms = args.arms or STUDY_ARMS.get(args.study, CORE_ARMS)
+    unknown = [a for a in arms if a not in ARMS]
+    if unknown:
+        raise SystemExit(f"unknown arm(s) {unknown}; known: {list(ARMS)}")
+    if not args.report:
+        for arm in arms:
+            for seed in args.seeds:
+                run_one(args.study, arm, seed, steps, args.eval_n, runs_dir, args.set)
+    from plots import report  # experiments/plots.py
+
+    report(args.study, runs_dir / args.study, docs_dir)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,81 @@
+"""The study configs (configs/studies/) and their runner (experiments/run.py) stay runnable: 2 GRPO steps each with the
+FAST overrides of test_trainer.py, and one full pass of the runner (train, end-to-end evaluation, skip, report)."""
+
+import json
+import math
+import sys
+from pathlib import Path
+
+import pytest
+
+from dpg.config import load_config
+from dpg.trainer import read_log, train
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "experiments"))
+import run  # noqa: E402  experiments/run.py
+
+FAST = ["generator.pretrain_steps=0", "grpo.prompts_per_step=2", "grpo.num_generations=2", "grpo.micro_batch_size=2",
+        "grpo.max_completion_length=8", "inner_sft.microbatch_size=2", "inner_sft.max_length=16",
+        "logging.progress=false", "prompts.limit=16", "checkpoint.save_every=1"]
+TINY_STUDIES = ["l2_norm", "sixseven", "qr_code", "language", "uuid", "belief"]
+
+
+@pytest.fixture(autouse=True)
+def one_thread():
+    """Tiny models on a busy 2-core machine: two intra-op threads spin-wait on each other (several times slower)."""
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+@pytest.mark.parametrize("study", TINY_STUDIES)
+def test_study_config_trains_two_steps(study, tmp_path):
+    cfg = load_config(ROOT / "configs/studies" / f"{study}.yaml", [*FAST, "grpo.steps=2", f"output_dir={tmp_path}"])
+    train(cfg)
+    rows = read_log(tmp_path / "log.jsonl")
+    assert [r["step"] for r in rows] == [1, 2]
+    assert all(math.isfinite(r["phi"]) for r in rows)
+
+
+@pytest.mark.parametrize("study", ["language_smollm2", "uuid_smollm2"])
+def test_smollm2_configs_validate(study):
+    cfg = load_config(ROOT / "configs/studies" / f"{study}.yaml")
+    assert cfg.generator.name_or_path == "smollm2-135m" and cfg.prompts.chat
+    for arm in run.STUDY_ARMS.get(study, run.CORE_ARMS):
+        load_config(ROOT / "configs/studies" / f"{study}.yaml", run.ARMS[arm])
+
+
+def test_runner_trains_evaluates_skips_and_reports(tmp_path, capsys):
+    args = ["sixseven", "--arms", "dpg_sgd", "naive", "--seeds", "0", "--steps", "2", "--eval-n", "4",
+            "--runs-dir", str(tmp_path / "runs"), "--docs-dir", str(tmp_path / "docs"), "--set", *FAST]
+    assert run.main(args) == 0
+    result = tmp_path / "runs/sixseven/dpg_sgd/seed0/result.json"
+    r = json.loads(result.read_text())
+    assert [e["step"] for e in r["evals"]] == [0, 1, 2]  # initial, checkpoint-1, final
+    assert all(math.isfinite(e["phi"]) and 0 <= e["readable"]["pixel_accuracy"] <= 1 for e in r["evals"])
+    assert len(r["evals_own_sft"]) == 2  # the SGD arm is also judged by its own inner SFT
+    assert [x["step"] for x in r["log"]] == [1, 2]
+    summary = json.loads((tmp_path / "docs/sixseven.json").read_text())["summary"]
+    assert set(summary) == {"dpg_sgd", "naive"}
+    assert (tmp_path / "docs/sixseven.png").stat().st_size > 10_000
+    assert (tmp_path / "docs/sixseven_pictures.png").is_file()
+    assert "| dpg_sgd | 1 |" in capsys.readouterr().out
+    stamp = result.stat().st_mtime_ns
+    assert run.main(args) == 0  # finished arm x seed runs are skipped, not redone
+    assert result.stat().st_mtime_ns == stamp
+    assert "done already" in capsys.readouterr().out
+
+
+def test_language_heuristic_arms_through_the_runner(tmp_path):
+    args = ["language", "--arms", "levenshtein", "embedding", "langid", "--seeds", "0", "--steps", "2",
+            "--eval-n", "4", "--runs-dir", str(tmp_path / "runs"), "--docs-dir", str(tmp_path / "docs"),
+            "--set", *FAST, "checkpoint.save_every=2"]  # evaluate the initial and the final generator only
+    assert run.main(args) == 0
+    for arm in ("levenshtein", "embedding", "langid"):
+        r = json.loads((tmp_path / f"runs/language/{arm}/seed0/result.json").read_text())
+        assert 0 <= r["evals"][-1]["readable"]["language_share"] <= 1
+        assert all(math.isfinite(x["phi"]) for x in r["log"])
