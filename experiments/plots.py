@@ -83,8 +83,9 @@ def table(study: str, summary: dict) -> str:
              "|---|---|---|---|---|---|---|---|---|"]
     for arm, s in summary.items():
         d = 2 if key in ("norm", "uuid_longest_run") else 3
+        train = ("(unrelated Φ)" if arm == "control" else f"{fmt(s['train_phi_first5'])} → {fmt(s['train_phi_last5'])}")
         lines.append(
-            f"| {arm} | {len(s['seeds'])} | {fmt(s['train_phi_first5'])} → {fmt(s['train_phi_last5'])} | "
+            f"| {arm} | {len(s['seeds'])} | {train} | "
             f"{fmt(s['e2e_phi_initial'])} → {fmt(s['e2e_phi_final'])} | {s['e2e_phi_delta'][0]:+.3f} ± "
             f"{s['e2e_phi_delta'][1]:.3f} | {s['e2e_batch_phi_delta'][0]:+.3f} ± {s['e2e_batch_phi_delta'][1]:.3f} | "
             f"{fmt(s['proxy_initial'], d)} → {fmt(s['proxy_final'], d)} | "
@@ -121,11 +122,12 @@ def plot(study: str, arms: dict[str, list[dict]], out: Path) -> list[Path]:
             x, m, s = curve(runs, get)
             ax.plot(x, m, color=c, marker="o", label=f"{arm} ({n} seed{'s' * (n > 1)})")
             ax.fill_between(x, m - s, m + s, color=c, alpha=0.15)
-        per_step = runs[0]["completions_per_step"]
-        ys = [smooth([x["phi"] for x in r["log"]]) for r in runs]
-        k = min(len(y) for y in ys)
-        y = np.mean([v[:k] for v in ys], 0)
-        axes[3].plot((np.arange(k) + (len(runs[0]["log"]) - k) + 1) * per_step, y, color=c, label=arm)
+        if arm != "control":  # the control's training-time Φ is its own, unrelated objective
+            per_step = runs[0]["completions_per_step"]
+            ys = [smooth([x["phi"] for x in r["log"]]) for r in runs]
+            k = min(len(y) for y in ys)
+            y = np.mean([v[:k] for v in ys], 0)
+            axes[3].plot((np.arange(k) + (len(runs[0]["log"]) - k) + 1) * per_step, y, color=c, label=arm)
         sp = [(x["step"], x["spearman_first_order"]) for r in runs for x in r["log"]
               if x["spearman_first_order"] is not None]
         if sp:
@@ -202,9 +204,12 @@ def report(study: str, runs_dir: Path, out: Path) -> dict:
     compact = {arm: [{k: v for k, v in r.items() if k != "log"} | {"log": [
         {k: x[k] for k in ("step", "phi", "spearman_first_order")} for x in r["log"]]} for r in runs]
         for arm, runs in arms.items()}
-    data = {"study": study, "summary": summary, "runs": compact}
+    # the summary indented, each run on one line (pictures would otherwise take a line per pixel)
+    runs = ",\n".join(f"  {json.dumps(arm)}: [\n" + ",\n".join(f"   {json.dumps(r)}" for r in rs) + "]"
+                      for arm, rs in compact.items())
     tmp = out / f"{study}.json.tmp"
-    tmp.write_text(json.dumps(data, indent=1))
+    tmp.write_text(f'{{"study": {json.dumps(study)},\n "summary": {json.dumps(summary, indent=1)},\n'
+                   f' "runs": {{\n{runs}}}}}\n')
     os.replace(tmp, out / f"{study}.json")
     paths = plot(study, arms, out)
     print(table(study, summary))

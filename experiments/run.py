@@ -45,7 +45,7 @@ from dpg.rewards import to_target_examples  # noqa: E402
 
 RUNS = ROOT / "runs" / "studies"
 DOCS = ROOT / "docs" / "results"
-SGD_LR = 1.0  # calibrated once: SFT on 16 corpus lines moves Φ about as much as AdamW at lr 1e-2 (docs/results.md)
+SGD_LR = 1.0  # calibrated once: moves Φ about as much as AdamW at lr 1e-2 on 16 corpus lines (docs/results.md)
 
 ARMS = {
     "dpg_adamw": [],  # the study config as written: exact metagradients through AdamW inner SFT
@@ -53,7 +53,7 @@ ARMS = {
     "naive": ["reward.estimator=naive", "reward.batching=inverse_groups", "reward.advantages=batch",
               "reward.compare_first_order_every=0"],
     "first_order": ["reward.estimator=first_order", "reward.compare_first_order_every=0"],
-    # the drift control: exact DPG-AdamW toward an unrelated objective (experiments/controls.py), judged by the study's
+    # drift control: exact DPG-AdamW for an unrelated objective (experiments/controls.py), judged by the study's Φ
     "control": ["objective={name: 'controls:RandomDirection', seed: 0}", "reward.compare_first_order_every=0"],
     # language only: heuristic rewards (dpg/heuristics.py), scored against the study's target-language texts
     "levenshtein": ["reward.estimator=levenshtein", "reward.compare_first_order_every=0"],

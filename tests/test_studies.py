@@ -49,7 +49,8 @@ def test_smollm2_configs_validate(study):
         load_config(ROOT / "configs/studies" / f"{study}.yaml", run.ARMS[arm])
 
 
-def test_runner_trains_evaluates_skips_and_reports(tmp_path, capsys):
+def test_runner_trains_evaluates_skips_and_reports(tmp_path, capsys, monkeypatch):
+    monkeypatch.chdir(ROOT)  # run.main changes to the repository root; monkeypatch restores the directory after
     args = ["sixseven", "--arms", "dpg_sgd", "naive", "--seeds", "0", "--steps", "2", "--eval-n", "4",
             "--runs-dir", str(tmp_path / "runs"), "--docs-dir", str(tmp_path / "docs"), "--set", *FAST]
     assert run.main(args) == 0
@@ -70,7 +71,8 @@ def test_runner_trains_evaluates_skips_and_reports(tmp_path, capsys):
     assert "done already" in capsys.readouterr().out
 
 
-def test_language_heuristic_arms_through_the_runner(tmp_path):
+def test_language_heuristic_arms_through_the_runner(tmp_path, monkeypatch):
+    monkeypatch.chdir(ROOT)
     args = ["language", "--arms", "levenshtein", "embedding", "langid", "--seeds", "0", "--steps", "2",
             "--eval-n", "4", "--runs-dir", str(tmp_path / "runs"), "--docs-dir", str(tmp_path / "docs"),
             "--set", *FAST, "checkpoint.save_every=2"]  # evaluate the initial and the final generator only
