@@ -13,7 +13,7 @@ Time: CPU seconds of this process (``time.process_time``) with one intra-op thre
 interleaved repeats (sft, engine, unroll, sft, …) after one warm-up of each. The machine is shared: CPU time is what
 the run itself consumes, while wall time also counts the time other processes held the cores (it is printed too).
 Peak memory: one fresh process per (configuration, mode), forked from a server with the libraries imported; glibc
-is told to ``mmap`` every block over 128 kB so that freed tensors leave the RSS; after a warm-up on a tiny input, the
+is told to ``mmap`` every block over 16 kB so that freed tensors leave the RSS; after a warm-up on a tiny input, the
 peak RSS of one run (``VmHWM``, reset through ``/proc/self/clear_refs``) minus the RSS just before it. Stored states = what
 the engine keeps for its reverse pass, K × (θ, m, v, g) = K × 4 × params × 4 bytes; ``engine − states`` should not
 grow with K.
@@ -81,6 +81,7 @@ class Case:
     microbatch: int = 4
     heldout: tuple[int, int] = (8, 64)  # Φ's held-out batch: sequences × tokens
     source: str | None = None  # load the model from this directory instead (e.g. a converted SmolLM2)
+    storage: str = "memory"  # inner_sft.state_storage of the engine (benchmarks/state_storage.py varies it)
 
     @property
     def accum(self) -> int:
@@ -92,7 +93,7 @@ class Case:
 
     def config(self, dtype=torch.float32) -> InnerSFTConfig:
         return InnerSFTConfig(**ADAMW, microbatch_size=self.microbatch, grad_accum_steps=self.accum,
-                              max_length=self.seq_len, dtype=dtype)
+                              max_length=self.seq_len, dtype=dtype, state_storage=self.storage)
 
 
 # -- setup -------------------------------------------------------------------------------------------------------------
@@ -189,8 +190,11 @@ def _memory_worker(case: dict, modes: list[str], threads: int, conn) -> None:
     import ctypes
 
     libc = ctypes.CDLL("libc.so.6")
-    libc.mallopt(-3, 128 * 1024)  # M_MMAP_THRESHOLD: every block over 128 kB is mmap-ed, so free() returns it
-    libc.mallopt(-1, 128 * 1024)  # M_TRIM_THRESHOLD
+    # M_MMAP_THRESHOLD: every block over 16 kB is mmap-ed, so free() returns it to the OS at once. With glibc's
+    # default (or 128 kB) the stored states' small tensors (biases, layer norms) fragment the heap and "engine −
+    # states" creeps up by ~2.5 MB per inner step on the 1M model; at 16 kB it is flat (docs/performance.md).
+    libc.mallopt(-3, 16 * 1024)
+    libc.mallopt(-1, 16 * 1024)  # M_TRIM_THRESHOLD
     torch.set_num_threads(threads)
     try:
         conn.send(memory_child(Case(**{**case, "heldout": tuple(case["heldout"])}), modes))
@@ -371,6 +375,7 @@ def main_profile(args) -> None:
     from torch.func import grad, jvp, vjp
     from torch.profiler import ProfilerActivity, profile
 
+    from dpg.metagrad import hvp_and_dots
     from dpg.sft import make_schedule, microbatch_gradient, microbatch_loss, token_loss_sums
 
     case = Case(args.profile_model, 4)
@@ -387,16 +392,7 @@ def main_profile(args) -> None:
         new_theta, new_state = e.opt.update(g_, {"step": 1, **s_}, th_)
         return new_theta, {k: v for k, v in new_state.items() if k != "step"}
 
-    def rev_over_rev():  # the alternative to jvp(∇L_mb) proposed in docs/performance.md
-        with torch.enable_grad():
-            leaves = {k: t.detach().requires_grad_(True) for k, t in theta.items()}
-            w_leaf = w.detach().requires_grad_(True)
-            grads = torch.autograd.grad(microbatch_loss(e.model, leaves, mb, w_leaf)[0], list(leaves.values()),
-                                        create_graph=True)
-            dot = sum((gi * g[k]).sum() for gi, k in zip(grads, leaves))
-            return torch.autograd.grad(dot, [*leaves.values(), w_leaf])
-
-    def forward_ad_dots():  # the alternative to jvp(s_mb) at k = 0
+    def forward_ad_dots():  # the alternative to torch.func's jvp(s_mb) at k = 0
         with torch.no_grad(), fwAD.dual_level():
             duals = {k: fwAD.make_dual(t, g[k]) for k, t in theta.items()}
             return fwAD.unpack_dual(token_loss_sums(e.model, duals, mb)).tangent
@@ -407,14 +403,17 @@ def main_profile(args) -> None:
         "microbatch gradient (forward pass)": (lambda: microbatch_gradient(e.model, theta, mb, w), mbs),
         "optimizer update (forward pass)": (lambda: e.opt.update(g, state, theta), case.steps),
         "∇Φ at θ_K": (lambda: grad(e._phi)(theta), 1),
-        "VJP of the optimizer update": (lambda: vjp(update, g, tensors, theta)[1]((theta, tensors)), case.steps),
-        "jvp(∇L_mb): HVP + per-example dots (k > 0)": (
-            lambda: jvp(lambda p: grad_and_losses(e.model, p, mb, w), (theta,), (g,)), mbs - k),
+        "VJP of the optimizer update (opt.update_vjp)": (
+            lambda: e.opt.update_vjp(g, state, theta, theta, tensors), case.steps),
+        "HVP + per-example dots, rev-over-rev (k > 0)": (lambda: hvp_and_dots(e.model, theta, mb, w, g), mbs - k),
         "jvp(s_mb): per-example dots (k = 0)": (
             lambda: jvp(lambda p: token_loss_sums(e.model, p, mb), (theta,), (g,)), k),
     }
-    alternatives = {
-        "alt.: rev-over-rev HVP + dots, plain autograd (k > 0)": (rev_over_rev, mbs - k),
+    alternatives = {  # what the engine used before, and other candidates
+        "alt.: torch.func.vjp of the update": (lambda: vjp(update, g, tensors, theta)[1]((theta, tensors)),
+                                               case.steps),
+        "alt.: torch.func jvp(∇L_mb), fwd-over-rev (k > 0)": (
+            lambda: jvp(lambda p: grad_and_losses(e.model, p, mb, w), (theta,), (g,)), mbs - k),
         "alt.: forward-AD dots, plain autograd (k = 0)": (forward_ad_dots, k),
     }
     cpu = {name: [] for name in {**parts, **alternatives}}

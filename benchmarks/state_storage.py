@@ -1,9 +1,10 @@
 """Memory against time for the reverse pass's state storage: memory / disk / recompute (`inner_sft.state_storage`).
 
-A ~1M-parameter tiny GPT-2, AdamW, 64 sequences × 64 tokens cut into T = 16 or 64 inner
-steps. For each strategy: median time of `engine.run` (interleaved repeats in this process) and the peak RSS
-increase of one run (a fresh subprocess each; peak reset through /proc/self/clear_refs), next to plain SFT. All strategies return
-the same metagradients (checked here too).
+The 1M tiny GPT-2 of `benchmarks/metagrad_cost.py` (whose machinery this reuses), AdamW, float32, 64 sequences × 64
+tokens cut into T = 16 or 64 inner steps of one microbatch. For each strategy: median wall and CPU seconds of
+`engine.run` (interleaved repeats in this process, one intra-op thread; wall time is what matters for `disk`, whose
+writes run on a background thread) and the peak RSS increase of one run in a fresh process, next to plain SFT. All
+strategies must return the same metagradients (checked here too, in float32 to 1e-5).
 
     python benchmarks/state_storage.py            # T = 16 and 64, 3 repeats (~5 min on 2 cores)
     python benchmarks/state_storage.py --quick    # T = 16, 1 repeat
@@ -12,117 +13,59 @@ the same metagradients (checked here too).
 from __future__ import annotations
 
 import argparse
-import gc
-import json
-import os
+import math
 import statistics
-import subprocess
-import sys
 import time
-from pathlib import Path
 
+import metagrad_cost as mc
 import torch
 
-import re  # noqa: E402
-
-import torch.nn.functional as F  # noqa: E402
-from torch.func import functional_call  # noqa: E402
-from transformers import AutoModelForCausalLM, GPT2Config  # noqa: E402
-
-from dpg import InnerSFTConfig, MetagradEngine  # noqa: E402
-
-VOCAB, SEQ_LEN = 1024, 64
-ADAMW = dict(optimizer="adamw", lr=1e-3, betas=(0.9, 0.95), eps=1e-8, eps_root=1e-9, weight_decay=1e-4)
-
-
-def build_model() -> torch.nn.Module:
-    """~1M parameters: 4 layers × 128 wide, untied head, eager attention, eval mode (what the engine needs)."""
-    torch.manual_seed(0)
-    cfg = GPT2Config(vocab_size=VOCAB, n_positions=SEQ_LEN, n_layer=4, n_embd=128, n_head=4, tie_word_embeddings=False,
-                     bos_token_id=0, eos_token_id=0, pad_token_id=0,
-                     resid_pdrop=0.0, embd_pdrop=0.0, attn_pdrop=0.0)
-    return AutoModelForCausalLM.from_config(cfg, attn_implementation="eager").eval()
-
-
-def random_ids(n: int, length: int, seed: int) -> list[list[int]]:
-    return torch.randint(1, VOCAB, (n, length), generator=torch.Generator().manual_seed(seed)).tolist()
-
-
-HELDOUT = torch.tensor(random_ids(8, SEQ_LEN, seed=1))
-
-
-def val_objective(model, params):
-    logits = functional_call(model, params, (HELDOUT,)).logits
-    return -F.cross_entropy(logits[:, :-1].reshape(-1, VOCAB), HELDOUT[:, 1:].reshape(-1))
-
-
-def _status_kb(field: str) -> int:
-    return int(re.search(rf"^{field}:\s+(\d+) kB", Path("/proc/self/status").read_text(), re.M).group(1))
-
-
+STRATEGIES = ("memory", "disk", "recompute")
 N_EXAMPLES = 64
-STRATEGIES = {"memory": {}, "disk": {"state_storage": "disk"}, "recompute": {"state_storage": "recompute"}}
 
 
-def engine_for(strategy: str, steps: int) -> MetagradEngine:
-    cfg = InnerSFTConfig(**ADAMW, microbatch_size=N_EXAMPLES // steps, max_length=SEQ_LEN, **STRATEGIES[strategy])
-    return MetagradEngine(build_model(), val_objective, cfg)
+def case(steps: int, storage: str) -> mc.Case:
+    return mc.Case("1M", steps, n_examples=N_EXAMPLES, microbatch=N_EXAMPLES // steps, storage=storage)
 
 
-def memory_child(strategy: str, steps: int) -> dict:
-    engine = engine_for("memory" if strategy == "sft" else strategy, steps)
-    examples = random_ids(N_EXAMPLES, SEQ_LEN, seed=0)
-    run = (lambda ex: engine.train(ex)) if strategy == "sft" else (lambda ex: engine.run(ex))
-    run(random_ids(2, 8, seed=2))  # warm-up: lazy imports and kernel set-up are not counted
-    gc.collect()
-    Path("/proc/self/clear_refs").write_text("5")  # reset the peak RSS to the current RSS
-    base = _status_kb("VmRSS")
-    run(examples)
-    return {"peak_increase_mb": (_status_kb("VmHWM") - base) / 1024}
-
-
-def memory(strategy: str, steps: int) -> float:
-    env = dict(os.environ, MALLOC_MMAP_THRESHOLD_="131072", MALLOC_TRIM_THRESHOLD_="131072")
-    out = subprocess.run([sys.executable, __file__, "--_child", strategy, str(steps)], env=env, capture_output=True,
-                         text=True)
-    if out.returncode:
-        raise RuntimeError(out.stderr[-3000:])
-    return json.loads(out.stdout.strip().splitlines()[-1])["peak_increase_mb"]
+def measure(steps: int, repeats: int) -> list[list[str]]:
+    benches = {s: mc.Bench(case(steps, s)) for s in STRATEGIES}  # same seed: the same weights in each
+    grads = {s: b.run("engine") for s, b in benches.items()}  # warm-up, and the agreement check
+    for s in STRATEGIES:
+        if not torch.allclose(grads[s], grads["memory"], rtol=1e-5, atol=0):
+            raise AssertionError(f"state_storage={s} disagrees with memory")
+    runs = {"sft": lambda: benches["memory"].run("sft"), **{s: (lambda b=b: b.run("engine")) for s, b in benches.items()}}
+    wall, cpu = {s: [] for s in runs}, {s: [] for s in runs}
+    for _ in range(repeats):
+        for s, run in runs.items():  # interleaved, so that outside load hits every strategy alike
+            c0, w0 = time.process_time(), time.perf_counter()
+            run()
+            cpu[s].append(time.process_time() - c0)
+            wall[s].append(time.perf_counter() - w0)
+    del benches
+    mc.release_memory()
+    mem = {"sft": mc.measure_memory(case(steps, "memory"), ["sft"])["sft"],
+           **{s: mc.measure_memory(case(steps, s), ["engine"])["engine"] for s in STRATEGIES}}
+    w = {s: statistics.median(v) for s, v in wall.items()}
+    c = {s: statistics.median(v) for s, v in cpu.items()}
+    label = {"recompute": f"recompute (segment {math.isqrt(steps - 1) + 1})"}
+    return [[str(steps), label.get(s, s), f"{w[s]:.2f}", f"{w[s] / w['sft']:.2f}", f"{c[s]:.2f}",
+             f"{mem[s]:.0f}", f"{mem[s] / mem['sft']:.1f}"] for s in runs]
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser()
-    ap.add_argument("--quick", action="store_true")
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--quick", action="store_true", help="T = 16 only, 1 repeat")
     ap.add_argument("--repeats", type=int, default=3)
-    ap.add_argument("--_child", nargs=2, help=argparse.SUPPRESS)
+    ap.add_argument("--threads", type=int, default=1, help="torch intra-op threads (default 1)")
     args = ap.parse_args()
-    if args._child:
-        print(json.dumps(memory_child(args._child[0], int(args._child[1]))))
-        return
+    mc.set_threads(args.threads)
     steps_list, repeats = ([16], 1) if args.quick else ([16, 64], args.repeats)
-    examples = random_ids(N_EXAMPLES, SEQ_LEN, seed=0)
-    header = ["steps T", "strategy", "time (s)", "time ÷ SFT", "peak RSS increase (MB)", "memory ÷ SFT"]
-    rows = []
-    for steps in steps_list:
-        engines = {s: engine_for(s, steps) for s in STRATEGIES}
-        grads = {s: e.run(examples).metagrads for s, e in engines.items()}  # warm-up and agreement
-        for s in STRATEGIES:
-            assert torch.allclose(grads[s], grads["memory"], rtol=1e-5, atol=0), s
-        times = {s: [] for s in ["sft", *STRATEGIES]}
-        for _ in range(repeats):
-            for s in times:  # interleaved, so that outside load hits every strategy alike
-                t0 = time.perf_counter()
-                engines["memory"].train(examples) if s == "sft" else engines[s].run(examples)
-                times[s].append(time.perf_counter() - t0)
-        mem = {s: memory(s, steps) for s in times}
-        for s in times:
-            t = statistics.median(times[s])
-            rows.append([str(steps), s, f"{t:.2f}", f"{t / statistics.median(times['sft']):.2f}",
-                         f"{mem[s]:.0f}", f"{mem[s] / mem['sft']:.1f}"])
-    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads; 1M target, {N_EXAMPLES} × {SEQ_LEN} tokens, "
-          f"AdamW, float32; time = median of {repeats}")
-    print("\n".join(["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
-                    + ["| " + " | ".join(r) + " |" for r in rows]))
+    print(mc.machine())
+    rows = [row for steps in steps_list for row in measure(steps, repeats)]
+    header = ["T", "strategy", "wall s", "wall ÷ SFT", "CPU s", "peak RSS increase MB", "memory ÷ SFT"]
+    mc.print_table(f"1M target, {N_EXAMPLES} × 64 tokens, AdamW, float32; median of {repeats}", header, rows)
+    print(mc.markdown(header, rows))
 
 
 if __name__ == "__main__":

@@ -6,9 +6,11 @@ outlives a microbatch.
 
 Reverse, with θ̄ = ∇Φ(θ_K) and s̄ = 0, for k = K−1 … 0:
   1. (ḡ, s̄, θ̄) ← VJP of the update at (g_k, s_k, θ_k) applied to (θ̄, s̄)     — optimizer state is differentiated
-  2. per microbatch of step k, one forward-over-reverse pass `jvp(∇L_mb, θ_k, ḡ)` gives both
-       θ̄ += ∇²L_mb(θ_k)·ḡ                                                   (skipped at k = 0: θ̄₀ is never used)
-       dΦ/dwᵢ += cᵢ·⟨∇sᵢ(θ_k), ḡ⟩  for every i in the microbatch               (the JVP of the per-example losses)
+     (`opt.update_vjp`, written out by hand for SGD and AdamW; tested against torch.func.vjp)
+  2. per microbatch of step k, one reverse-over-reverse pass through ⟨∇L_mb(θ_k; w), ḡ⟩ (`hvp_and_dots`) gives
+       θ̄ += ∇²L_mb(θ_k)·ḡ                                                   (its gradient in θ)
+       dΦ/dwᵢ += cᵢ·⟨∇sᵢ(θ_k), ḡ⟩  for every i in the microbatch               (its gradient in wᵢ)
+     and at k = 0, where θ̄₀ is never used, a forward-mode `jvp` of the per-example losses gives the second alone,
 because L_k = Σᵢ cᵢ·wᵢ·sᵢ(θ) makes ∂g_k/∂wᵢ = cᵢ·∇sᵢ(θ_k). No constant factor is dropped: these are exact values.
 
 Data parallel (`data_parallel=True`, torch.distributed initialised): every process holds every example and the same
@@ -25,7 +27,7 @@ from dataclasses import dataclass, field
 
 import torch
 import torch.distributed as dist
-from torch.func import grad, grad_and_value, jvp, vjp
+from torch.func import grad, grad_and_value, jvp
 
 from dpg.optim import make_optimizer
 from dpg.sft import InnerSFTConfig, Params, Step, make_schedule, microbatch_loss, step_gradient, token_loss_sums
@@ -176,27 +178,19 @@ class MetagradEngine:
         state_bar = None  # Φ does not read the final optimizer state: its cotangent starts at zero
         for k in reversed(range(len(steps))):
             theta, state, g = store.load(k)
-            step_count = state["step"]
-            tensors = {key: v for key, v in state.items() if key != "step"}
             if state_bar is None:
-                state_bar = {key: {p: torch.zeros_like(t) for p, t in v.items()} for key, v in tensors.items()}
-
-            def update(g_, s_, th_):
-                new_theta, new_state = self.opt.update(g_, {"step": step_count, **s_}, th_)
-                return new_theta, {key: v for key, v in new_state.items() if key != "step"}
-
-            _, update_vjp = vjp(update, g, tensors, theta)
-            g_bar, state_bar, theta_bar = update_vjp((theta_bar, state_bar))
-
+                state_bar = {key: {p: torch.zeros_like(t) for p, t in v.items()}
+                             for key, v in state.items() if key != "step"}
+            g_bar, state_bar, theta_bar = self.opt.update_vjp(g, state, theta, theta_bar, state_bar)
             hvp_sum = {p: torch.zeros_like(t) for p, t in theta.items()} if k > 0 else None
             for mb in steps[k].microbatches:
                 if k > 0:
-                    grad_and_losses = grad(microbatch_loss, argnums=1, has_aux=True)
-                    _, (hvp, dots) = jvp(lambda p: grad_and_losses(self.model, p, mb, w), (theta,), (g_bar,))
+                    hvp, dots = hvp_and_dots(self.model, theta, mb, w, g_bar)
                     hvp_sum = {p: hvp_sum[p] + hvp[p] for p in hvp_sum}
                 else:
                     _, dots = jvp(lambda p: token_loss_sums(self.model, p, mb), (theta,), (g_bar,))
-                metagrads.index_add_(0, mb.index, mb.coef * dots.detach())
+                    dots = mb.coef * dots
+                metagrads.index_add_(0, mb.index, dots.detach())
             if k > 0:
                 hvp_sum = self._all_reduce(hvp_sum)
                 theta_bar = {p: theta_bar[p] + hvp_sum[p] for p in theta_bar}
@@ -226,3 +220,18 @@ class MetagradEngine:
         dist.all_reduce(flat)
         return dict(zip(tree, (c.view_as(t) for c, t in zip(flat.split([t.numel() for t in tree.values()]),
                                                           tree.values()))))
+
+
+def hvp_and_dots(model, params: Params, mb, weights: torch.Tensor, v: Params) -> tuple[Params, torch.Tensor]:
+    """(∇²L_mb(θ)·v, [cᵢ·⟨∇sᵢ(θ), v⟩ for i in mb]) in one reverse-over-reverse pass: both are gradients of
+    ⟨∇_θ L_mb(θ, w), v⟩, the first with respect to θ, the second with respect to the weights wᵢ of the microbatch's
+    rows (since L_mb = Σᵢ cᵢ·wᵢ·sᵢ). Plain autograd here is 1.4× faster on CPU than torch.func's forward-over-reverse
+    `jvp(grad(L))` (docs/performance.md); no graph outlives the call."""
+    with torch.enable_grad():
+        leaves = {k: p.detach().requires_grad_(True) for k, p in params.items()}
+        w_leaf = weights.detach().requires_grad_(True)
+        grads = torch.autograd.grad(microbatch_loss(model, leaves, mb, w_leaf)[0], list(leaves.values()),
+                                    create_graph=True, materialize_grads=True)
+        directional = sum((gr * v[k]).sum() for gr, k in zip(grads, leaves))
+        *hvp, w_grad = torch.autograd.grad(directional, [*leaves.values(), w_leaf], materialize_grads=True)
+    return dict(zip(leaves, hvp)), w_grad[mb.index]

@@ -3,6 +3,11 @@
 Nothing is modified in place, so torch.func can differentiate an update with respect to its gradient, its state and
 its parameters: the metagradient engine needs exactly that. `state["step"]` is a Python int (how many updates were
 applied); every other entry of the state is a dict of tensors shaped like the parameters.
+
+Each optimizer also has `update_vjp(grads, state, params, params_bar, state_bar) -> (grads_bar, state_bar,
+params_bar)`: the vector-Jacobian product of `torch.func.vjp(update, grads, state, params)` applied to the
+cotangents of the outputs (state without "step"), written out by hand. It saves nothing for a backward pass and runs
+2-3× faster than the generic VJP; equal to it up to rounding (tests/test_optim.py, docs/performance.md).
 """
 
 from __future__ import annotations
@@ -32,6 +37,14 @@ class SGD:
         trace = {k: torch.add(grads[k], state["trace"][k], alpha=self.momentum) for k in params}
         return ({k: torch.add(params[k], trace[k], alpha=-self.lr) for k in params},
                 {"step": state["step"] + 1, "trace": trace})
+
+    def update_vjp(self, grads: Params, state: dict, params: Params, params_bar: Params,
+                   state_bar: dict) -> tuple[Params, dict, Params]:
+        # θ' = θ − lr·trace, trace = μ·trace₀ + g (trace = g without momentum)
+        if self.momentum == 0:
+            return {k: params_bar[k] * -self.lr for k in params}, {}, params_bar
+        trace_bar = {k: torch.add(state_bar["trace"][k], params_bar[k], alpha=-self.lr) for k in params}
+        return trace_bar, {"trace": {k: t * self.momentum for k, t in trace_bar.items()}}, params_bar
 
 
 @dataclass(frozen=True)
@@ -65,6 +78,31 @@ class AdamW:
         new = {k: torch.addcdiv(decay * params[k], m[k], torch.sqrt(v[k] + root) + eps, value=-step_size)
                for k in params}
         return new, {"step": t, "m": m, "v": v}
+
+    def update_vjp(self, grads: Params, state: dict, params: Params, params_bar: Params,
+                   state_bar: dict) -> tuple[Params, dict, Params]:
+        # With s = sqrt(v + root), d = s + eps and θ' = decay·θ − a·m/d (a = step size, as in `update`):
+        #   m̄ = m̄' − a·θ̄'/d,  v̄ = v̄' + a·θ̄'·m/(2·s·d²),  ḡ = (1 − b1)·m̄ + 2(1 − b2)·g·v̄,
+        #   m̄₀ = b1·m̄,  v̄₀ = b2·v̄,  θ̄ = decay·θ̄'.  In-place ops only touch temporaries created here.
+        b1, b2 = self.betas
+        t = state["step"] + 1
+        bc1, bc2 = 1 - b1**t, 1 - b2**t
+        a = self.lr * math.sqrt(bc2) / bc1
+        decay = 1 - self.lr * self.weight_decay
+        root, eps = self.eps_root * bc2, self.eps * math.sqrt(bc2)
+        g_bar, m_bar0, v_bar0 = {}, {}, {}
+        for k in params:
+            g, tb = grads[k], params_bar[k]
+            m = torch.lerp(state["m"][k], g, 1 - b1)
+            s = torch.addcmul(b2 * state["v"][k], g, g, value=1 - b2).add_(root).sqrt_()
+            d = s + eps
+            q = tb / d
+            m_bar = torch.add(state_bar["m"][k], q, alpha=-a)
+            q.mul_(m).div_(s).div_(d)
+            v_bar = torch.add(state_bar["v"][k], q, alpha=a / 2)
+            g_bar[k] = torch.addcmul((1 - b1) * m_bar, g, v_bar, value=2 * (1 - b2))
+            m_bar0[k], v_bar0[k] = m_bar.mul_(b1), v_bar.mul_(b2)
+        return g_bar, {"m": m_bar0, "v": v_bar0}, {k: decay * params_bar[k] for k in params}
 
 
 def make_optimizer(cfg: InnerSFTConfig) -> SGD | AdamW:

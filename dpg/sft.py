@@ -21,7 +21,7 @@ from typing import Literal
 
 import torch
 import torch.nn.functional as F
-from torch.func import functional_call, grad
+from torch.func import functional_call
 
 Params = dict[str, torch.Tensor]
 
@@ -165,6 +165,17 @@ def step_gradient(model, params: Params, step: Step, weights: torch.Tensor) -> P
     that holds no row of this step)."""
     total = {k: torch.zeros_like(p) for k, p in params.items()} if not step.microbatches else None
     for mb in step.microbatches:
-        g, _ = grad(microbatch_loss, argnums=1, has_aux=True)(model, params, mb, weights)
+        g = microbatch_gradient(model, params, mb, weights)
         total = g if total is None else {k: total[k] + g[k] for k in total}
     return total
+
+
+def microbatch_gradient(model, params: Params, mb: Microbatch, weights: torch.Tensor) -> Params:
+    """∇_θ of `microbatch_loss` by plain reverse-mode autograd on detached leaves: bit-identical to
+    `torch.func.grad`, with ~20% less CPU and less memory (no functorch wrapping; docs/performance.md). No graph
+    outlives the call."""
+    with torch.enable_grad():
+        leaves = {k: p.detach().requires_grad_(True) for k, p in params.items()}
+        loss, _ = microbatch_loss(model, leaves, mb, weights.detach())
+        grads = torch.autograd.grad(loss, list(leaves.values()), materialize_grads=True)
+    return dict(zip(leaves, grads))

@@ -233,3 +233,22 @@ def test_recompute_default_segment_is_ceil_sqrt_of_steps():
     assert [RecomputeStore(k, None, None).segment for k in (1, 2, 4, 5, 9, 10, 64)] == [1, 2, 2, 3, 3, 4, 8]
     with pytest.raises(ValueError, match="inner_sft.state_storage: invalid value 'ram'"):
         InnerSFTConfig(state_storage="ram")
+
+
+def test_a_failed_state_write_raises_instead_of_giving_metagrads(monkeypatch, tmp_path):
+    import dpg.states
+
+    written, save_file = [], dpg.states.save_file
+
+    def save_file_failing_at_step_1(tensors, path):
+        written.append(path)
+        if len(written) == 2:
+            raise OSError("No space left on device")
+        save_file(tensors, path)
+
+    monkeypatch.setattr(dpg.states, "save_file", save_file_failing_at_step_1)
+    engine = engine_for("adamw", state_storage="disk", state_dir=str(tmp_path))
+    with pytest.raises(OSError, match="No space left"):
+        engine.run(random_examples(N))
+    assert len(written) == 4  # every step was written (the failure surfaced when the reverse pass reached step 1)
+    assert list(tmp_path.iterdir()) == []

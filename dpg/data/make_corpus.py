@@ -254,7 +254,7 @@ class Writer:
             f"{self.pick(['April', 'May', 'June'])}.",
             f"A narrow pass leads across the range to {self.town()}.",
             f"The lower slopes are covered in {self.pick(['pine', 'beech', 'birch', 'oak'])} woods.",
-            f"Shepherds still drive their flocks up to the high pastures each summer.",
+            "Shepherds still drive their flocks up to the high pastures each summer.",
         ]
         s += self.some(options, 1, 3)
         return " ".join(s), f"the {rng} Mountains"
