@@ -62,7 +62,7 @@ class DiskStore:
             if key != "step":
                 flat |= {f"state/{key}/{n}": t for n, t in tree.items()}
         flat = {n: t.detach().to("cpu").contiguous() for n, t in flat.items()}
-        self.names = list(flat)  # safetensors sorts its keys; torch.func pytrees need the original dict order
+        self.names = list(flat)  # safetensors sorts its keys; keep the parameters' own order
         self.pending[k] = self.writer.submit(save_file, flat, self._path(k))
 
     def load(self, k: int) -> State:
