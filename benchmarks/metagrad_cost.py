@@ -234,18 +234,24 @@ def measure_memory(case: Case, modes: list[str]) -> dict:
 
 # -- time (this process) -----------------------------------------------------------------------------------------------
 
+def time_interleaved(runs: dict, repeats: int) -> dict:
+    """{"cpu": {name: median s}, "wall": {name: median s}} of each callable in `runs` over `repeats` rounds that
+    interleave them, so that load from other processes hits every one alike."""
+    cpu, wall = {m: [] for m in runs}, {m: [] for m in runs}
+    for _ in range(repeats):
+        for m, run in runs.items():
+            c0, w0 = time.process_time(), time.perf_counter()
+            run()
+            cpu[m].append(time.process_time() - c0)
+            wall[m].append(time.perf_counter() - w0)
+    return {"cpu": {m: statistics.median(t) for m, t in cpu.items()},
+            "wall": {m: statistics.median(t) for m, t in wall.items()}}
+
+
 def measure_time(b: Bench, modes: list[str], repeats: int) -> dict:
     """Median CPU and wall seconds per mode over `repeats` interleaved runs, after one warm-up run of each."""
     grads = {m: b.run(m) for m in modes}  # warm-up; also the float32 agreement check below
-    cpu, wall = {m: [] for m in modes}, {m: [] for m in modes}
-    for _ in range(repeats):
-        for m in modes:  # interleaved, so that load from other processes hits every mode alike
-            c0, w0 = time.process_time(), time.perf_counter()
-            b.run(m)
-            cpu[m].append(time.process_time() - c0)
-            wall[m].append(time.perf_counter() - w0)
-    out = {"cpu": {m: statistics.median(t) for m, t in cpu.items()},
-           "wall": {m: statistics.median(t) for m, t in wall.items()}}
+    out = time_interleaved({m: (lambda m=m: b.run(m)) for m in modes}, repeats)
     if "engine" in grads and "unroll" in grads:
         ref = grads["unroll"]
         out["engine_vs_unroll_rel"] = float((grads["engine"] - ref).abs().max() / ref.abs().max())

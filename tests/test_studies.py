@@ -21,15 +21,7 @@ FAST = ["generator.pretrain_steps=0", "grpo.prompts_per_step=2", "grpo.num_gener
 TINY_STUDIES = ["l2_norm", "sixseven", "qr_code", "language", "uuid", "belief"]
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """Tiny models on a busy 2-core machine: two intra-op threads spin-wait on each other (several times slower)."""
-    import torch
-
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.mark.parametrize("study", TINY_STUDIES)
