@@ -14,7 +14,8 @@ from typing import Any, Literal
 
 import yaml
 
-from dpg.sft import InnerSFTConfig
+from dpg.names import DTYPES, HEURISTIC_ESTIMATORS, languages
+from dpg.sft_config import InnerSFTConfig
 
 
 class ConfigError(ValueError):
@@ -146,7 +147,6 @@ class DPGConfig:
 
     def to_dict(self) -> dict:
         d = dataclasses.asdict(self)
-        d["inner_sft"]["dtype"] = str(self.inner_sft.dtype).removeprefix("torch.")
         d["inner_sft"]["betas"] = list(self.inner_sft.betas)
         return d
 
@@ -250,8 +250,6 @@ def _coerce(tp, value, key):
         if not isinstance(value, dict):
             raise ConfigError(f"{key}: expected a mapping, got {value!r}")
         return value
-    if getattr(tp, "__module__", "") == "torch" and isinstance(value, str):  # torch.dtype given by name
-        return value
     raise ConfigError(f"{key}: cannot read a value of type {tp} from {value!r}")
 
 
@@ -285,7 +283,7 @@ def validate(cfg: DPGConfig) -> None:
             raise ConfigError(f"checkpoint.{key}: must be at least 1, got {getattr(cfg.checkpoint, key)}")
     for role in ("generator", "target"):
         spec = getattr(cfg, role)
-        if spec.dtype not in ("float32", "float64", "bfloat16", "float16"):
+        if spec.dtype not in DTYPES:
             raise ConfigError(f"{role}.dtype: unknown dtype {spec.dtype!r}")
     src = cfg.prompts.source
     if src != "builtin" and not Path(src).exists():
@@ -296,9 +294,6 @@ def validate(cfg: DPGConfig) -> None:
         raise ConfigError(f"objective.name: expected the name of an objective, got {cfg.objective.get('name')!r}")
     _validate_lora_and_vllm(cfg)
     _validate_heuristics(cfg)
-
-
-HEURISTIC_ESTIMATORS = ("levenshtein", "embedding", "langid")
 
 
 def _validate_heuristics(cfg: DPGConfig) -> None:
@@ -326,8 +321,6 @@ def _validate_heuristics(cfg: DPGConfig) -> None:
         raise ConfigError(f"{key}: estimator {r.estimator!r} {why}; set {key}, or use the text_loss objective "
                           f"(whose texts are the default references), got objective {cfg.objective.get('name')!r}")
     if r.language is not None:
-        from dpg.heuristics import languages
-
         if r.language not in languages():
             raise ConfigError(f"reward.language: unknown language {r.language!r}; shipped: {languages()}")
     if r.embedding_model is not None and not (Path(r.embedding_model) / "config.json").is_file():

@@ -27,19 +27,13 @@ from pathlib import Path
 
 import torch
 
-from dpg.config import HEURISTIC_ESTIMATORS
+from dpg.names import HEURISTIC_ESTIMATORS, LANGUAGES_DIR, languages
 
-LANGUAGES_DIR = Path(__file__).resolve().parent / "data" / "languages"
 ESTIMATORS = HEURISTIC_ESTIMATORS  # ("levenshtein", "embedding", "langid"), the reward.estimator values handled here
 
 
 def nfc(text: str) -> str:
     return unicodedata.normalize("NFC", text)
-
-
-def languages() -> list[str]:
-    """Codes of the shipped languages (one `dpg/data/languages/<code>.txt` each)."""
-    return sorted(p.stem for p in LANGUAGES_DIR.glob("*.txt"))
 
 
 def language_texts(code: str) -> list[str]:

@@ -66,7 +66,7 @@ class MetagradEngine:
         if data_parallel and not dist.is_initialized():
             raise RuntimeError("data_parallel=True needs torch.distributed to be initialised (torchrun / accelerate)")
         self.shard = (dist.get_rank(), dist.get_world_size()) if data_parallel else (0, 1)
-        self.model = prepare_target(model, cfg.dtype)
+        self.model = prepare_target(model, cfg.torch_dtype)
         self.objective = objective
         self.cfg = cfg
         self.opt = make_optimizer(cfg)
@@ -121,7 +121,7 @@ class MetagradEngine:
         equals the exact metagradient; otherwise it is the baseline that shows what exactness buys."""
         steps = self._schedule(examples)
         phi_grad = grad(self._phi)(self.params0)
-        rewards = torch.zeros(len(examples), dtype=self.cfg.dtype, device=self.device)
+        rewards = torch.zeros(len(examples), dtype=self.cfg.torch_dtype, device=self.device)
         for step in steps:
             for mb in step.microbatches:
                 _, dots = jvp(lambda p: token_loss_sums(self.model, p, mb), (self.params0,), (phi_grad,))
@@ -174,7 +174,7 @@ class MetagradEngine:
     # -- reverse ---------------------------------------------------------------------------------------------------
 
     def _reverse(self, steps, store, w, theta_bar, n) -> torch.Tensor:
-        metagrads = torch.zeros(n, dtype=self.cfg.dtype, device=self.device)
+        metagrads = torch.zeros(n, dtype=self.cfg.torch_dtype, device=self.device)
         state_bar = None  # Φ does not read the final optimizer state: its cotangent starts at zero
         for k in reversed(range(len(steps))):
             theta, state, g = store.load(k)
@@ -200,8 +200,8 @@ class MetagradEngine:
 
     def _weights(self, weights, n) -> torch.Tensor:
         if weights is None:
-            return torch.ones(n, dtype=self.cfg.dtype, device=self.device)
-        w = torch.as_tensor(weights, dtype=self.cfg.dtype, device=self.device)
+            return torch.ones(n, dtype=self.cfg.torch_dtype, device=self.device)
+        w = torch.as_tensor(weights, dtype=self.cfg.torch_dtype, device=self.device)
         if w.shape != (n,):
             raise ValueError(f"weights: shape {tuple(w.shape)} does not match the {n} examples")
         if not torch.isfinite(w).all():

@@ -15,76 +15,15 @@ Writing the loss as one weighted sum makes dL_k/dw_i = c_i · s_i(θ) visible: t
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass, field
-from typing import Literal
 
 import torch
 import torch.nn.functional as F
 from torch.func import functional_call
 
+from dpg.sft_config import InnerSFTConfig  # noqa: F401  (the recipe; re-exported: dpg.sft is its historical home)
+
 Params = dict[str, torch.Tensor]
-
-_DTYPES = {"float32": torch.float32, "float64": torch.float64, "bfloat16": torch.bfloat16, "float16": torch.float16}
-
-
-@dataclass
-class InnerSFTConfig:
-    """How the target is fine-tuned inside every reward call (the learning algorithm A of the paper)."""
-
-    optimizer: Literal["sgd", "adamw"] = "adamw"
-    lr: float = 1e-3
-    betas: tuple[float, float] = (0.9, 0.95)
-    eps: float = 1e-8
-    eps_root: float = 1e-9  # inside the sqrt: keeps d sqrt(v)/dv finite where v = 0 (unused vocabulary rows)
-    weight_decay: float = 1e-4  # AdamW only, decoupled
-    momentum: float = 0.0  # SGD only
-    microbatch_size: int = 8
-    grad_accum_steps: int = 1
-    epochs: int = 1
-    max_length: int = 128
-    seed: int = 0  # shuffles the examples into batches
-    loss_normalization: Literal["token_mean", "official"] = "token_mean"
-    dtype: torch.dtype | str = torch.float32
-    # Where each step's (θ, optimizer state, gradient) waits for the reverse pass (see `dpg.states`): "memory" (on
-    # `state_device`), "disk" (safetensors files under `state_dir`, default the system temp dir) or "recompute"
-    # (checkpoints every `recompute_segment` steps, default ⌈√steps⌉, and one extra forward pass).
-    state_storage: Literal["memory", "disk", "recompute"] = "memory"
-    state_device: str = "cpu"
-    state_dir: str | None = None
-    recompute_segment: int | None = None
-
-    def __post_init__(self):
-        if isinstance(self.dtype, str):
-            if self.dtype not in _DTYPES:
-                raise ValueError(f"inner_sft.dtype: unknown dtype {self.dtype!r}; choose one of {sorted(_DTYPES)}")
-            self.dtype = _DTYPES[self.dtype]
-        self.betas = tuple(float(b) for b in self.betas)
-        checks = {
-            "optimizer": self.optimizer in ("sgd", "adamw"),
-            "loss_normalization": self.loss_normalization in ("token_mean", "official"),
-            "lr": math.isfinite(self.lr) and self.lr > 0,
-            "betas": len(self.betas) == 2 and all(0 <= b < 1 for b in self.betas),
-            "eps": self.eps >= 0,
-            "eps_root": self.eps_root >= 0,
-            "weight_decay": self.weight_decay >= 0,
-            "momentum": 0 <= self.momentum < 1,
-            "microbatch_size": isinstance(self.microbatch_size, int) and self.microbatch_size >= 1,
-            "grad_accum_steps": isinstance(self.grad_accum_steps, int) and self.grad_accum_steps >= 1,
-            "epochs": isinstance(self.epochs, int) and self.epochs >= 1,
-            "max_length": isinstance(self.max_length, int) and self.max_length >= 2,
-            "state_storage": self.state_storage in ("memory", "disk", "recompute"),
-            "recompute_segment": self.recompute_segment is None or (isinstance(self.recompute_segment, int)
-                                                                    and self.recompute_segment >= 1),
-        }
-        for key, ok in checks.items():
-            if not ok:
-                raise ValueError(f"inner_sft.{key}: invalid value {getattr(self, key)!r}")
-
-    @property
-    def examples_per_step(self) -> int:
-        return self.microbatch_size * self.grad_accum_steps
-
 
 @dataclass
 class Microbatch:
@@ -144,7 +83,7 @@ def _collate(examples, index, mb_size, cfg, step_tokens, device) -> Microbatch:
         coef = torch.full((len(seqs),), 1.0 / step_tokens, dtype=torch.float64)
     else:
         coef = torch.full((len(seqs),), 1.0 / (cfg.max_length * mb_size), dtype=torch.float64)
-    return Microbatch(index.to(device), ids.to(device), mask.to(device), coef.to(device=device, dtype=cfg.dtype))
+    return Microbatch(index.to(device), ids.to(device), mask.to(device), coef.to(device=device, dtype=cfg.torch_dtype))
 
 
 def token_loss_sums(model: torch.nn.Module, params: Params, mb: Microbatch) -> torch.Tensor:

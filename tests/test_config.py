@@ -16,7 +16,7 @@ def test_defaults_and_overrides(tmp_path):
                     "objective:\n  name: weight_pattern\n  pattern: '67'\n")
     cfg = load_config(path, ["grpo.num_generations=2", "inner_sft.betas=[0.8, 0.9]", "output_dir=x"])
     assert cfg.grpo.steps == 7 and cfg.grpo.num_generations == 2 and cfg.output_dir == "x"
-    assert cfg.inner_sft.lr == 1e-3 and cfg.inner_sft.dtype == torch.float64 and cfg.inner_sft.betas == (0.8, 0.9)
+    assert cfg.inner_sft.lr == 1e-3 and cfg.inner_sft.torch_dtype == torch.float64 and cfg.inner_sft.betas == (0.8, 0.9)
     assert cfg.objective == {"name": "weight_pattern", "pattern": "67"}
     assert isinstance(load_config(), DPGConfig)
 

@@ -131,7 +131,7 @@ def test_float32_default_agrees_with_float64():
     examples = random_examples(N)
     r64 = engine_for("sgd").run(examples).metagrads
     cfg = InnerSFTConfig(**SETUPS["sgd"], max_length=16)
-    assert cfg.dtype == torch.float32
+    assert cfg.dtype == "float32" and cfg.torch_dtype == torch.float32
     r32 = MetagradEngine(tiny_gpt2(), val_loss, cfg).run(examples).metagrads
     assert r32.dtype == torch.float32
     assert torch.allclose(r32.double(), r64, rtol=1e-3, atol=1e-4 * r64.abs().max().item())
