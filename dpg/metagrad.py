@@ -9,9 +9,10 @@ Reverse, with θ̄ = ∇Φ(θ_K) and s̄ = 0, for k = K−1 … 0:
      (`opt.update_vjp`, written out by hand for SGD and AdamW; tested against torch.func.vjp)
   2. per microbatch of step k, one reverse-over-reverse pass through ⟨∇L_mb(θ_k; w), ḡ⟩ (`hvp_and_dots`) gives
        θ̄ += ∇²L_mb(θ_k)·ḡ                                                   (its gradient in θ)
-       dΦ/dwᵢ += cᵢ·⟨∇sᵢ(θ_k), ḡ⟩  for every i in the microbatch               (its gradient in wᵢ)
+       dΦ/dw += ∂/∂w ⟨∇L_mb(θ_k; w), ḡ⟩                                     (its gradient in w)
      and at k = 0, where θ̄₀ is never used, a forward-mode `jvp` of the per-example losses gives the second alone,
-because L_k = Σᵢ cᵢ·wᵢ·sᵢ(θ) makes ∂g_k/∂wᵢ = cᵢ·∇sᵢ(θ_k). No constant factor is dropped: these are exact values.
+because L_k = Σᵢ cᵢ(w)·wᵢ·sᵢ(θ) is linear in s: ∂/∂wⱼ⟨∇L_k, ḡ⟩ is cⱼ·⟨∇sⱼ(θ_k), ḡ⟩ plus, for the token-mean
+normaliser cᵢ = 1/Σ wⱼnⱼ, the term −nⱼ·cⱼ·⟨∇L_k, ḡ⟩ (`dpg.sft.loss_weight_grad`). No constant factor is dropped.
 
 Data parallel (`data_parallel=True`, torch.distributed initialised): every process holds every example and the same
 schedule, but computes only its rows of each microbatch. Two sums cross processes, g_k in the forward and the HVP in
@@ -30,7 +31,8 @@ import torch.distributed as dist
 from torch.func import grad, grad_and_value, jvp
 
 from dpg.optim import make_optimizer
-from dpg.sft import InnerSFTConfig, Params, Step, make_schedule, microbatch_loss, step_gradient, token_loss_sums
+from dpg.sft import (InnerSFTConfig, Params, Step, loss_weight_grad, make_schedule, microbatch_loss, step_gradient,
+                     token_loss_sums)
 from dpg.states import make_store
 
 
@@ -116,16 +118,17 @@ class MetagradEngine:
                               {**self.frozen, **theta})
 
     def first_order(self, examples: list[list[int]]) -> torch.Tensor:
-        """rᵢ = −lr·cᵢ·⟨∇sᵢ(θ₀), ∇Φ(θ₀)⟩: the change of Φ that one SGD step on example i alone would predict, taken
+        """rᵢ = −lr·∂/∂wᵢ ⟨∇L(θ₀; w), ∇Φ(θ₀)⟩ (= −lr·cᵢ·⟨∇sᵢ(θ₀), ∇Φ(θ₀)⟩ plus the normaliser's term): the change of Φ that one SGD step on example i alone would predict, taken
         at the initial weights with no unrolling (TracIn-like). For a single inner SGD step and a Φ linear in θ it
         equals the exact metagradient; otherwise it is the baseline that shows what exactness buys."""
         steps = self._schedule(examples)
         phi_grad = grad(self._phi)(self.params0)
+        ones = torch.ones(len(examples), dtype=self.cfg.torch_dtype, device=self.device)
         rewards = torch.zeros(len(examples), dtype=self.cfg.torch_dtype, device=self.device)
         for step in steps:
             for mb in step.microbatches:
                 _, dots = jvp(lambda p: token_loss_sums(self.model, p, mb), (self.params0,), (phi_grad,))
-                rewards.index_add_(0, mb.index, -self.cfg.lr * mb.coef * dots.detach())
+                rewards -= self.cfg.lr * loss_weight_grad(mb, ones, dots)
         return self._all_reduce(rewards).cpu()
 
     def train(self, examples: list[list[int]], weights: torch.Tensor | None = None) -> Params:
@@ -185,12 +188,12 @@ class MetagradEngine:
             hvp_sum = {p: torch.zeros_like(t) for p, t in theta.items()} if k > 0 else None
             for mb in steps[k].microbatches:
                 if k > 0:
-                    hvp, dots = hvp_and_dots(self.model, theta, mb, w, g_bar)
+                    hvp, w_grad = hvp_and_dots(self.model, theta, mb, w, g_bar)
                     hvp_sum = {p: hvp_sum[p] + hvp[p] for p in hvp_sum}
                 else:
                     _, dots = jvp(lambda p: token_loss_sums(self.model, p, mb), (theta,), (g_bar,))
-                    dots = mb.coef * dots
-                metagrads.index_add_(0, mb.index, dots.detach())
+                    w_grad = loss_weight_grad(mb, w, dots)
+                metagrads += w_grad.detach()
             if k > 0:
                 hvp_sum = self._all_reduce(hvp_sum)
                 theta_bar = {p: theta_bar[p] + hvp_sum[p] for p in theta_bar}
@@ -223,10 +226,11 @@ class MetagradEngine:
 
 
 def hvp_and_dots(model, params: Params, mb, weights: torch.Tensor, v: Params) -> tuple[Params, torch.Tensor]:
-    """(∇²L_mb(θ)·v, [cᵢ·⟨∇sᵢ(θ), v⟩ for i in mb]) in one reverse-over-reverse pass: both are gradients of
-    ⟨∇_θ L_mb(θ, w), v⟩, the first with respect to θ, the second with respect to the weights wᵢ of the microbatch's
-    rows (since L_mb = Σᵢ cᵢ·wᵢ·sᵢ). Plain autograd here is 1.4-1.8× faster on CPU than torch.func's
-    forward-over-reverse `jvp(grad(L))` (docs/performance.md); no graph outlives the call."""
+    """(∇²L_mb(θ)·v, ∂/∂w ⟨∇_θ L_mb(θ; w), v⟩) in one reverse-over-reverse pass: both are gradients of
+    ⟨∇_θ L_mb(θ, w), v⟩, the first with respect to θ, the second with respect to every loss weight (a vector over
+    all examples: cᵢ·⟨∇sᵢ(θ), v⟩ for the microbatch's rows, plus the token-mean normaliser's term for every example
+    of the step). Plain autograd here is 1.4-1.8× faster on CPU than torch.func's forward-over-reverse
+    `jvp(grad(L))` (docs/performance.md); no graph outlives the call."""
     with torch.enable_grad():
         leaves = {k: p.detach().requires_grad_(True) for k, p in params.items()}
         w_leaf = weights.detach().requires_grad_(True)
@@ -234,4 +238,4 @@ def hvp_and_dots(model, params: Params, mb, weights: torch.Tensor, v: Params) ->
                                     create_graph=True, materialize_grads=True)
         directional = sum((gr * v[k]).sum() for gr, k in zip(grads, leaves))
         *hvp, w_grad = torch.autograd.grad(directional, [*leaves.values(), w_leaf], materialize_grads=True)
-    return dict(zip(leaves, hvp)), w_grad[mb.index]
+    return dict(zip(leaves, hvp)), w_grad

@@ -37,19 +37,21 @@ def summed_token_losses(logits, ids, mask):
 
 
 def step_loss(forward, examples, step, w, normalization, max_length):
-    n_tok = sum(len(examples[i]) - 1 for mb in step for i in mb)
+    """token_mean: Σ wᵢsᵢ / Σ wᵢnᵢ over the step (the weights enter the normaliser); official: Σ wᵢsᵢ/(L·B_mb)."""
+    weighted_tokens = sum(w[i] * (len(examples[i]) - 1) for mb in step for i in mb)
     total = 0.0
     for mb in step:
         ids, mask = pad(examples, mb)
         s = summed_token_losses(forward(ids, mask), ids, mask)
-        c = 1.0 / n_tok if normalization == "token_mean" else 1.0 / (max_length * len(mb))
+        c = 1.0 / weighted_tokens if normalization == "token_mean" else 1.0 / (max_length * len(mb))
         total = total + (c * w[mb] * s).sum()
     return total
 
 
 def unrolled(model, objective, examples, *, optimizer, lr, mb, ga, epochs=1, seed=0, betas=(0.9, 0.95), eps=1e-8,
-             eps_root=1e-9, weight_decay=1e-4, momentum=0.0, normalization="token_mean", max_length=64):
-    """(Φ, dΦ/dw) by differentiating the whole unrolled run with autograd."""
+             eps_root=1e-9, weight_decay=1e-4, momentum=0.0, normalization="token_mean", max_length=64, drop=()):
+    """(Φ, dΦ/dw) by differentiating the whole unrolled run with autograd. `drop`: examples taken out of their
+    microbatches (the schedule of the others unchanged; a step left empty still takes its optimizer step)."""
     names = [k for k, _ in model.named_parameters()]
     theta = [p.detach().clone().requires_grad_(True) for _, p in model.named_parameters()]  # leaves: θ₀ is constant
     w = torch.ones(len(examples), dtype=theta[0].dtype, requires_grad=True)
@@ -59,8 +61,12 @@ def unrolled(model, objective, examples, *, optimizer, lr, mb, ga, epochs=1, see
     for t, step in enumerate(batches(len(examples), mb, ga, epochs, seed), start=1):
         params = dict(zip(names, theta))
         forward = lambda ids, mask: functional_call(model, params, (ids,), {"attention_mask": mask}).logits  # noqa: E731
-        grads = torch.autograd.grad(step_loss(forward, examples, step, w, normalization, max_length), theta,
-                                    create_graph=True)
+        step = [kept for kept in ([i for i in m if i not in drop] for m in step) if kept]
+        if step:
+            grads = torch.autograd.grad(step_loss(forward, examples, step, w, normalization, max_length), theta,
+                                        create_graph=True)
+        else:
+            grads = [torch.zeros_like(x) for x in theta]
         if optimizer == "sgd":
             if momentum:
                 m = [momentum * mi + g for mi, g in zip(m, grads)]
@@ -73,7 +79,7 @@ def unrolled(model, objective, examples, *, optimizer, lr, mb, ga, epochs=1, see
             theta = [x - lr * ((mi / (1 - b1 ** t)) / (((vi / (1 - b2 ** t)) + eps_root) ** 0.5 + eps) + weight_decay * x)
                      for x, mi, vi in zip(theta, m, v)]
     phi = objective(model, dict(zip(names, theta)))
-    return phi.item(), torch.autograd.grad(phi, w)[0]
+    return phi.item(), torch.autograd.grad(phi, w, allow_unused=True, materialize_grads=True)[0]
 
 
 def higher_sgd(model, objective, examples, *, lr, mb, ga, epochs=1, seed=0, normalization="token_mean", max_length=64):

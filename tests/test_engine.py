@@ -98,6 +98,28 @@ def test_metagrads_come_back_in_input_order():
     assert not torch.allclose(a, a[perm])  # distinct values, so a wrong scatter could not pass
 
 
+@pytest.mark.parametrize("setup", ["sgd", "adamw"])
+def test_zero_weight_is_exactly_removal(setup):
+    """token_mean: Φ at wᵢ = 0 is Φ of SFT with example i taken out of its microbatch (the rest of the schedule
+    unchanged), by an independent unroll; example 12 is alone in the short last step, which then trains on nothing."""
+    engine, examples = engine_for(setup), random_examples(N)
+    for i in [0, 5, 12]:
+        w = torch.ones(N, dtype=torch.float64)
+        w[i] = 0
+        phi, _ = unrolled(engine.model, val_loss, examples, drop={i}, **reference_kwargs(setup))
+        assert engine.value(examples, w) == pytest.approx(phi, rel=1e-12, abs=0)
+    assert engine.value(examples) != pytest.approx(phi, rel=1e-6)  # removing an example does change Φ
+
+
+def test_official_normalisation_keeps_a_zero_weight_in_the_mean():
+    """official divides by max_length · microbatch size whatever the weights: wᵢ = 0 is not removal there."""
+    engine, examples = engine_for("adamw_official"), random_examples(N)
+    w = torch.ones(N, dtype=torch.float64)
+    w[0] = 0
+    removed, _ = unrolled(engine.model, val_loss, examples, drop={0}, **reference_kwargs("adamw_official"))
+    assert engine.value(examples, w) != pytest.approx(removed, rel=1e-6)
+
+
 def test_token_mean_is_invariant_to_the_microbatch_split():
     examples = random_examples(8)
     results = []
