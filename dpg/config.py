@@ -12,8 +12,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
-import yaml
-
 from dpg.names import DTYPES, HEURISTIC_ESTIMATORS, languages
 from dpg.sft_config import InnerSFTConfig
 
@@ -94,7 +92,8 @@ class GRPOSection:
     temperature: float = 1.0
     max_completion_length: int = 32
     epsilon: float = 0.2  # PPO clip range
-    loss_type: str = "dapo"
+    # TRL's loss formulations (luspo is left out: it needs TRL's sequence-level importance sampling)
+    loss_type: Literal["dapo", "grpo", "dr_grpo", "bnpo", "cispo", "sapo", "vespo"] = "dapo"
     max_grad_norm: float = 1.0
     # bf16 mixed precision for the generator's policy update (TRL/HF `bf16`): "auto" = on iff a CUDA GPU is visible
     # (a CPU run stays fp32). The generator's weights keep `generator.dtype` (fp32 master weights by default).
@@ -156,12 +155,13 @@ class DPGConfig:
 
 def load_config(path: str | Path | None = None, overrides: list[str] = ()) -> DPGConfig:
     """YAML file (optional) + `a.b=value` overrides (values parsed as YAML) → validated DPGConfig."""
+    from dpg import validation  # it imports ConfigError from here
     raw: dict = {}
     if path is not None:
         path = Path(path)
         if not path.is_file():
             raise ConfigError(f"config file not found: {path}")
-        raw = yaml.safe_load(path.read_text()) or {}
+        raw = validation.read_yaml(path) or {}
         if not isinstance(raw, dict):
             raise ConfigError(f"{path}: the top level must be a mapping, got {type(raw).__name__}")
     for item in overrides:
@@ -174,7 +174,7 @@ def load_config(path: str | Path | None = None, overrides: list[str] = ()) -> DP
             node = node.setdefault(p, {})
             if not isinstance(node, dict):
                 raise ConfigError(f"override {item!r}: {p} is not a section")
-        node[leaf] = yaml.safe_load(value)
+        node[leaf] = validation.parse_yaml(value, f"override {item!r}")
     cfg = build(DPGConfig, raw, "")
     validate(cfg)
     return cfg
@@ -255,6 +255,9 @@ def _coerce(tp, value, key):
 
 def validate(cfg: DPGConfig) -> None:
     """Checks across fields, done before any model is built."""
+    from dpg import validation
+
+    validation.check_values(cfg)  # first: every number finite, so the range checks below see no NaN
     g = cfg.grpo
     for key in ("steps", "prompts_per_step", "num_generations", "micro_batch_size", "max_completion_length"):
         if getattr(g, key) < 1:
