@@ -16,6 +16,7 @@ target, and the CPU sdpa kernel implements neither.
 
 from __future__ import annotations
 
+import fcntl
 import functools
 import hashlib
 import importlib.util
@@ -427,10 +428,15 @@ def pretrained_tiny_generator(cache_dir: str | os.PathLike, *, kind: str = "bpe"
                     text=hashlib.sha256(CORPUS_PATH.read_bytes() + PROMPTS_PATH.read_bytes()).hexdigest())
     key = hashlib.sha256(json.dumps(settings, sort_keys=True).encode()).hexdigest()[:12]
     path = Path(cache_dir) / f"tiny-generator-{kind}-{key}"
-    if (path / "config.json").is_file():
-        return path
-    tok = build_tokenizer(kind)
-    model = load_model(f"tiny-{kind}", role="generator", tokenizer=tok, seed=seed)
-    losses = pretrain_generator(model, tok, steps=steps, lr=lr, batch_size=batch_size, seq_len=seq_len, seed=seed)
-    record = json.dumps({"settings": settings, "losses": losses}, indent=1)
-    return save_model(model, tok, path, extra_files={"pretrain_losses.json": record})
+    path.parent.mkdir(parents=True, exist_ok=True)
+    # Several runs may start together on an empty cache (a study's arms side by side): one builds, the others wait
+    # for it on this lock and then find the finished directory.
+    with open(path.with_name(path.name + ".lock"), "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        if (path / "config.json").is_file():
+            return path
+        tok = build_tokenizer(kind)
+        model = load_model(f"tiny-{kind}", role="generator", tokenizer=tok, seed=seed)
+        losses = pretrain_generator(model, tok, steps=steps, lr=lr, batch_size=batch_size, seq_len=seq_len, seed=seed)
+        record = json.dumps({"settings": settings, "losses": losses}, indent=1)
+        return save_model(model, tok, path, extra_files={"pretrain_losses.json": record})
