@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import json
-import os
 from pathlib import Path
 
 import torch
 from tqdm.auto import tqdm
+
+from dpg import fsio
 
 
 def sample(model, tokenizer, prompts: list, n: int, max_new_tokens: int, temperature: float = 1.0, seed: int = 0,
@@ -34,21 +35,32 @@ def sample(model, tokenizer, prompts: list, n: int, max_new_tokens: int, tempera
 
 
 def write_jsonl(rows: list[dict], path: str | Path) -> Path:
+    """Write `rows` as JSONL, atomically; a filesystem fault is one line naming `path` (dpg.fsio)."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text("".join(json.dumps(r) + "\n" for r in rows))
-    os.replace(tmp, path)
-    return path
+    fsio.make_dir(path.parent)
+    return fsio.write_text(path, "".join(json.dumps(r) + "\n" for r in rows))
 
 
 def read_completions(path: str | Path) -> list[str]:
+    """The "completion" texts of a JSONL dataset (what `dpg generate` writes); every row must hold text."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"{path}: {'is not a file' if path.exists() else 'no such file'}")
+    try:
+        lines = path.read_text(encoding="utf-8").splitlines()
+    except UnicodeDecodeError as err:
+        raise ValueError(f"{path}: not UTF-8 text ({err.reason} at byte {err.start})") from None
     rows = []
-    for n, line in enumerate(Path(path).read_text().splitlines(), 1):
+    for n, line in enumerate(lines, 1):
         if line.strip():
-            row = json.loads(line)
-            if "completion" not in row:
+            try:
+                row = json.loads(line)
+            except ValueError as err:
+                raise ValueError(f"{path} line {n}: not JSON ({err})") from None
+            if not isinstance(row, dict) or "completion" not in row:
                 raise ValueError(f"{path} line {n}: no 'completion' field")
+            if not isinstance(row["completion"], str):
+                raise ValueError(f"{path} line {n}: 'completion' is {row['completion']!r}, not text")
             rows.append(row["completion"])
     if not rows:
         raise ValueError(f"{path}: no completions")
