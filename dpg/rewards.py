@@ -30,16 +30,20 @@ class Rewards:
     params: dict[str, torch.Tensor] = field(default_factory=dict, repr=False)  # fine-tuned target of the first run
 
 
-def completion_text(completion) -> str:
+def completion_text(completion, row: int | None = None) -> str:
     """TRL gives a string, or for chat prompts a list of messages whose last one is the assistant's.
 
     The text is made valid UTF-8: characters that cannot be encoded (lone surrogates) become "?", since tokenizers
-    reject them.
+    reject them. A message whose content is not text (None for a tool call, a list of parts) is an error naming
+    `row`: it is never trained on as the string "None".
     """
+    name = "completion" if row is None else f"completion {row}"
     if isinstance(completion, list) and completion and isinstance(completion[-1], dict):
-        completion = str(completion[-1].get("content", ""))
+        completion = completion[-1].get("content")
+        if not isinstance(completion, str):
+            raise TypeError(f"{name}: the assistant message's content is {completion!r}, not text")
     if not isinstance(completion, str):
-        raise TypeError(f"completion: expected a string or a list of chat messages, got {type(completion).__name__}")
+        raise TypeError(f"{name}: expected a string or a list of chat messages, got {type(completion).__name__}")
     return completion.encode("utf-8", errors="replace").decode("utf-8")
 
 
