@@ -57,9 +57,12 @@ class PromptsConfig:
 
 @dataclass
 class RewardConfig:
-    # metagrad / naive / first_order: from inner SFT runs (dpg/rewards.py). levenshtein / embedding / langid: the
-    # paper's heuristic baselines for the language study, from the completion text alone (dpg/heuristics.py).
-    estimator: Literal["metagrad", "naive", "first_order", "levenshtein", "embedding", "langid"] = "metagrad"
+    # metagrad / naive / first_order / loo / leave_group_out: from inner SFT runs (dpg/rewards.py, docs/estimators.md).
+    # levenshtein / embedding / langid: the paper's heuristic baselines for the language study, from the completion
+    # text alone (dpg/heuristics.py).
+    estimator: Literal["metagrad", "naive", "first_order", "loo", "leave_group_out", "levenshtein", "embedding",
+                       "langid"] = "metagrad"
+    groups: int | None = None  # leave_group_out: G groups per SFT run (G + 1 SFT runs; G = examples per run is loo)
     batching: Literal["cross_group", "inverse_groups"] = "cross_group"
     advantages: Literal["grouped", "batch"] = "grouped"
     # Advantages are (r − mean) / (std + eps) with eps = std_eps_rel · RMS(raw rewards of the batch): a floor relative
@@ -68,9 +71,11 @@ class RewardConfig:
     # A failed reward computation either stops the run (`raise`, default) or skips that step's policy update and logs
     # `reward_failed` (`skip_step`). It never becomes a value: no zeros, NaNs or stale rewards stand in for it.
     on_error: Literal["raise", "skip_step"] = "raise"
-    # Every k steps of a metagrad run, also compute the first-order rewards of the same batch and log their Spearman
-    # rank correlation with the exact ones (0 = never).
-    compare_first_order_every: int = 0
+    # Every k steps, also compute the first-order rewards of the same batch and, where an SFT run holds at most
+    # compare_loo_max examples, the exact leave-one-out ones, and log the Spearman and Pearson correlations of the
+    # run's rewards with them (`agreement` in the log; 0 = never).
+    compare_every: int = 0
+    compare_loo_max: int = 64
     # Heuristic estimators (docs/heuristics.md). References of levenshtein / embedding, and the texts whose language
     # langid detects when `language` is null: a .txt (one per line), a .jsonl ("text" field) or a saved dataset
     # directory; null = the texts of the text_loss objective.
@@ -121,7 +126,13 @@ class LoggingConfig:
     wandb_project: str = "dpg"
     sample_completions: int = 4  # completions written to the JSONL each step
     heatmap_every: int = 5  # weight-pattern objectives: save a PNG every k steps (0 = never)
-    progress: bool = True
+    progress: bool = True  # a progress bar on a terminal
+    # quiet: warnings and the final summary; info: one line per step; debug: also TRL's metrics and library warnings
+    verbosity: Literal["quiet", "info", "debug"] = "info"
+    # Warn once when the generator collapses (dpg/degeneration.py): distinct-2 of a step's completions under this
+    # (0 = never), or at least this share of them empty (0 = never). Diversity and length are logged every step.
+    collapse_distinct_2: float = 0.2
+    collapse_empty: float = 0.75
 
 
 @dataclass
@@ -143,6 +154,11 @@ class DPGConfig:
     checkpoint: CheckpointConfig = field(default_factory=CheckpointConfig)
     seed: int = 0
     output_dir: str = "runs/dpg"
+
+    @classmethod
+    def from_yaml(cls, path: str | Path | None, overrides: list[str] = ()) -> DPGConfig:
+        """A YAML file plus `key=value` overrides, validated (`load_config`)."""
+        return load_config(path, overrides)
 
     def to_dict(self) -> dict:
         d = dataclasses.asdict(self)
@@ -279,8 +295,18 @@ def validate(cfg: DPGConfig) -> None:
     if cfg.reward.estimator == "naive" and cfg.reward.advantages != "batch":
         raise ConfigError("reward.advantages: with the naive estimator every completion of a group comes from a "
                           f"different SFT run; use 'batch', got {cfg.reward.advantages!r}")
-    if cfg.reward.compare_first_order_every < 0:
-        raise ConfigError(f"reward.compare_first_order_every: must be ≥ 0, got {cfg.reward.compare_first_order_every}")
+    for key in ("compare_every", "compare_loo_max"):
+        if getattr(cfg.reward, key) < 0:
+            raise ConfigError(f"reward.{key}: must be ≥ 0, got {getattr(cfg.reward, key)}")
+    if (cfg.reward.estimator == "leave_group_out") != (cfg.reward.groups is not None):
+        raise ConfigError(f"reward.groups: set it exactly when reward.estimator is leave_group_out (the number of "
+                          f"groups per SFT run), got groups={cfg.reward.groups!r} with estimator "
+                          f"{cfg.reward.estimator!r}")
+    if cfg.reward.groups is not None and cfg.reward.groups < 1:
+        raise ConfigError(f"reward.groups: must be at least 1, got {cfg.reward.groups}")
+    for key in ("collapse_distinct_2", "collapse_empty"):
+        if not 0 <= getattr(cfg.logging, key) <= 1:
+            raise ConfigError(f"logging.{key}: must be in [0, 1] (0 = never warn), got {getattr(cfg.logging, key)}")
     for key in ("save_every", "keep"):
         if getattr(cfg.checkpoint, key) < 1:
             raise ConfigError(f"checkpoint.{key}: must be at least 1, got {getattr(cfg.checkpoint, key)}")

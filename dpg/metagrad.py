@@ -2,7 +2,7 @@
 
 Forward: θ₀ → θ₁ → … → θ_K by `opt.update(g_k, s_k, θ_k)`, where g_k = ∇L_k(θ_k; w) (see `dpg.sft`). Each step's
 (θ_k, s_k, g_k) is kept for the reverse pass (in memory, on disk, or recomputed: `dpg.states`); no autograd graph
-outlives a microbatch.
+outlives a microbatch, unless the graph budget keeps it (below).
 
 Reverse, with θ̄ = ∇Φ(θ_K) and s̄ = 0, for k = K−1 … 0:
   1. (ḡ, s̄, θ̄) ← VJP of the update at (g_k, s_k, θ_k) applied to (θ̄, s̄)     — optimizer state is differentiated
@@ -14,6 +14,15 @@ Reverse, with θ̄ = ∇Φ(θ_K) and s̄ = 0, for k = K−1 … 0:
 because L_k = Σᵢ cᵢ(w)·wᵢ·sᵢ(θ) is linear in s: ∂/∂wⱼ⟨∇L_k, ḡ⟩ is cⱼ·⟨∇sⱼ(θ_k), ḡ⟩ plus, for the token-mean
 normaliser cᵢ = 1/Σ wⱼnⱼ, the term −nⱼ·cⱼ·⟨∇L_k, ḡ⟩ (`dpg.sft.loss_weight_grad`). No constant factor is dropped.
 
+Kept graphs (`inner_sft.graph_budget_mb` > 0): step 2 first recomputes the microbatch gradients with
+create_graph=True, then differentiates them again. The forward pass can build that graph instead (`gradient_graph`:
+the step's gradient on leaves θ_k and w) and keep it, so that the reverse pass runs only the second backward
+(`second_backward`): 9 matrix products per microbatch instead of 12, the unroll's count, for the memory of the graph.
+It keeps the last steps that fit, since the reverse pass frees those first: the first graph built is measured
+(`_measured_graph`) and every step estimated from it (`_first_kept`); graphs then start at the first step that should
+fit, and if one turns out larger the earliest kept is dropped, so what is kept never exceeds the budget. A dropped or
+never-built step takes the recompute path. The metagradients are the same (the same operations; tests/test_engine.py).
+
 Data parallel (`data_parallel=True`, torch.distributed initialised): every process holds every example and the same
 schedule, but computes only its rows of each microbatch. Two sums cross processes, g_k in the forward and the HVP in
 the reverse (one all-reduce each per step); everything else (Φ, the optimizer and its VJP) is replicated, and each
@@ -23,8 +32,10 @@ process's dΦ/dwᵢ are for its own rows, all-reduced once at the end so that ev
 from __future__ import annotations
 
 import math
+import re
 import time
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import torch
 import torch.distributed as dist
@@ -33,6 +44,7 @@ from torch.func import grad, grad_and_value, jvp
 from dpg.optim import make_optimizer
 from dpg.sft import (InnerSFTConfig, Params, Step, loss_weight_grad, make_schedule, microbatch_loss, step_gradient,
                      token_loss_sums)
+from dpg.sft_config import AUTO_GRAPH_BUDGET
 from dpg.states import make_store
 
 
@@ -44,6 +56,8 @@ class MetagradResult:
     num_steps: int = 0
     seconds: dict[str, float] = field(default_factory=dict)  # forward / reverse wall time
     params: dict[str, torch.Tensor] = field(default_factory=dict, repr=False)  # the fine-tuned target's weights
+    kept_steps: int = 0  # steps whose reverse pass ran on the graph the forward kept (inner_sft.graph_budget_mb)
+    graph_mb: float = 0.0  # the memory those graphs held (measured)
 
 
 def prepare_target(model: torch.nn.Module, dtype: torch.dtype) -> torch.nn.Module:
@@ -86,22 +100,25 @@ class MetagradEngine:
         steps = self._schedule(examples)
         w = self._weights(weights, len(examples))
         store = make_store(self.cfg, self.device, len(steps), lambda k, th, s: self._step(steps[k], w, th, s))
+        graphs = {}  # step -> its kept GradientGraph; the reverse pass frees each as it uses it
         try:
             t0 = time.perf_counter()
-            theta, _ = self._train(steps, w, store)
+            theta, _ = self._train(steps, w, store, graphs)
+            kept, graph_mb = len(graphs), sum(g.nbytes for g in graphs.values()) / 2**20
             phi_grad, phi = grad_and_value(self._phi)(theta)
             value = self._check_value(phi)
             t1 = time.perf_counter()
-            metagrads = self._all_reduce(self._reverse(steps, store, w, phi_grad, len(examples)))
+            metagrads = self._all_reduce(self._reverse(steps, store, w, phi_grad, len(examples), graphs))
             t2 = time.perf_counter()
         finally:
             store.close()
+            graphs.clear()
         bad = (~torch.isfinite(metagrads)).nonzero().flatten().tolist()
         if bad:
             raise FloatingPointError(f"metagradients are not finite for examples {bad[:20]} (of {len(bad)}); "
                                      f"Φ = {value}. Check the learning rate and eps_root (> 0 for AdamW).")
         return MetagradResult(value, metagrads.cpu(), self._proxies(theta), len(steps),
-                              {"forward": t1 - t0, "reverse": t2 - t1}, {**self.frozen, **theta})
+                              {"forward": t1 - t0, "reverse": t2 - t1}, {**self.frozen, **theta}, kept, graph_mb)
 
     def value(self, examples: list[list[int]], weights: torch.Tensor | None = None) -> float:
         """Φ after SFT with the given loss weights (no metagradient)."""
@@ -117,18 +134,55 @@ class MetagradEngine:
         return MetagradResult(value, None, self._proxies(theta), len(steps), {"forward": time.perf_counter() - t0},
                               {**self.frozen, **theta})
 
-    def first_order(self, examples: list[list[int]]) -> torch.Tensor:
-        """rᵢ = −lr·∂/∂wᵢ ⟨∇L(θ₀; w), ∇Φ(θ₀)⟩ (= −lr·cᵢ·⟨∇sᵢ(θ₀), ∇Φ(θ₀)⟩ plus the normaliser's term): the change of Φ that one SGD step on example i alone would predict, taken
-        at the initial weights with no unrolling (TracIn-like). For a single inner SGD step and a Φ linear in θ it
-        equals the exact metagradient; otherwise it is the baseline that shows what exactness buys."""
+    def values(self, examples: list[list[int]], weights: torch.Tensor, budget_mb: float = 1024) -> torch.Tensor:
+        """Φ after SFT for every row of `weights` [R, N]: equal to `[self.value(examples, w) for w in weights]`
+        (float64: to rounding), computed as one vectorised inner run per chunk of rows (torch.func.vmap over the
+        weights, the parameters and optimizer state replicated per row). Rows per chunk: as many as fit in
+        `budget_mb` at (4 copies of θ + one microbatch's saved activations) per row. On CPU a chunk of small runs costs
+        a few single runs (docs/performance.md); exact removals (`loo`, `leave_group_out`) use it."""
+        W = torch.as_tensor(weights, dtype=self.cfg.torch_dtype, device=self.device)
+        if W.ndim != 2 or W.shape[1] != len(examples):
+            raise ValueError(f"weights: shape {tuple(W.shape)}; expected [rows, {len(examples)}] (one row per run)")
+        if not torch.isfinite(W).all():
+            raise ValueError("weights: contains non-finite values")
+        if self.shard[1] > 1:  # a collective per step cannot run inside vmap: one run at a time
+            return torch.tensor([self.value(examples, w) for w in W], dtype=torch.float64)
         steps = self._schedule(examples)
+        chunk = max(1, int(budget_mb * 2**20 // self._row_bytes(steps, W[0])))
+
+        def run(w):
+            theta, state = self.params0, self.opt.init(self.params0)
+            for step in steps:
+                g = None
+                for mb in step.microbatches:  # torch.func.grad: plain autograd.grad cannot run under vmap
+                    g_mb = grad(lambda p: microbatch_loss(self.model, p, mb, w)[0])(theta)
+                    g = g_mb if g is None else {k: g[k] + g_mb[k] for k in g}
+                theta, state = self.opt.update(g, state, theta)
+            return self._phi(theta)
+
+        with torch.no_grad():
+            # randomness="same": an objective that draws with its own seeded generator sees the same draws per row
+            out = torch.cat([torch.func.vmap(run, randomness="same")(W[i:i + chunk])
+                             for i in range(0, len(W), chunk)])
+        bad = (~torch.isfinite(out)).nonzero().flatten().tolist()
+        if bad:
+            raise FloatingPointError(f"objective value Φ after inner SFT is not finite for weight rows {bad[:20]} "
+                                     f"(of {len(bad)}); the inner run diverged or the objective is not finite there")
+        return out.double().cpu()
+
+    def first_order(self, examples: list[list[int]], weights: torch.Tensor | None = None) -> torch.Tensor:
+        """rᵢ = −lr·∂/∂wᵢ ⟨∇L(θ₀; w), ∇Φ(θ₀)⟩, i.e. −lr·cᵢ·⟨∇sᵢ(θ₀), ∇Φ(θ₀)⟩ plus the token-mean normaliser's term:
+        the change of Φ that one SGD step would predict, taken at the initial weights with no unrolling (TracIn-like).
+        For a single inner SGD step and a Φ linear in θ it equals the exact metagradient; otherwise it is the baseline
+        that shows what exactness buys."""
+        steps = self._schedule(examples)
+        w = self._weights(weights, len(examples))
         phi_grad = grad(self._phi)(self.params0)
-        ones = torch.ones(len(examples), dtype=self.cfg.torch_dtype, device=self.device)
         rewards = torch.zeros(len(examples), dtype=self.cfg.torch_dtype, device=self.device)
         for step in steps:
             for mb in step.microbatches:
                 _, dots = jvp(lambda p: token_loss_sums(self.model, p, mb), (self.params0,), (phi_grad,))
-                rewards -= self.cfg.lr * loss_weight_grad(mb, ones, dots)
+                rewards -= self.cfg.lr * loss_weight_grad(mb, w, dots)
         return self._all_reduce(rewards).cpu()
 
     def train(self, examples: list[list[int]], weights: torch.Tensor | None = None) -> Params:
@@ -141,14 +195,28 @@ class MetagradEngine:
     def _schedule(self, examples):
         return make_schedule(examples, self.cfg, self.device, self.shard)
 
-    def _step(self, step: Step, w, theta, state):
-        g = self._all_reduce(step_gradient(self.model, theta, step, w))
+    def _step(self, step: Step, w, theta, state, graph: GradientGraph | None = None):
+        local = ({p: t.detach() for p, t in graph.grads.items()} if graph is not None
+                 else step_gradient(self.model, theta, step, w))
+        g = self._all_reduce(local)
         return g, *self.opt.update(g, state, theta)
 
-    def _train(self, steps: list[Step], w: torch.Tensor, store=None):
+    def _train(self, steps: list[Step], w: torch.Tensor, store=None, graphs: dict | None = None):
+        """SFT from θ₀. With `graphs`, the last steps whose gradient graphs fit in the graph budget leave them there."""
         theta, state = self.params0, self.opt.init(self.params0)
+        budget = self._graph_budget() if graphs is not None else 0
+        first_kept = None  # graphs are built from this step on; estimated when the first one is measured
         for k, step in enumerate(steps):
-            g, next_theta, next_state = self._step(step, w, theta, state)
+            graph = None
+            if budget and step.microbatches and (first_kept is None or k >= first_kept):
+                graph = _measured_graph(self.model, theta, step, w)
+                if first_kept is None:
+                    first_kept = _first_kept(steps, k, graph, budget)
+                if k >= first_kept:
+                    graphs[k] = graph
+                    while sum(g.nbytes for g in graphs.values()) > budget:  # larger than estimated: drop the earliest
+                        del graphs[min(graphs)]
+            g, next_theta, next_state = self._step(step, w, theta, state, graph)
             if store is not None:
                 store.save(k, (theta, state, g))
             theta, state = next_theta, next_state
@@ -176,7 +244,7 @@ class MetagradEngine:
 
     # -- reverse ---------------------------------------------------------------------------------------------------
 
-    def _reverse(self, steps, store, w, theta_bar, n) -> torch.Tensor:
+    def _reverse(self, steps, store, w, theta_bar, n, graphs: dict) -> torch.Tensor:
         metagrads = torch.zeros(n, dtype=self.cfg.torch_dtype, device=self.device)
         state_bar = None  # Φ does not read the final optimizer state: its cotangent starts at zero
         for k in reversed(range(len(steps))):
@@ -185,21 +253,56 @@ class MetagradEngine:
                 state_bar = {key: {p: torch.zeros_like(t) for p, t in v.items()}
                              for key, v in state.items() if key != "step"}
             g_bar, state_bar, theta_bar = self.opt.update_vjp(g, state, theta, theta_bar, state_bar)
-            hvp_sum = {p: torch.zeros_like(t) for p, t in theta.items()} if k > 0 else None
-            for mb in steps[k].microbatches:
-                if k > 0:
-                    hvp, w_grad = hvp_and_dots(self.model, theta, mb, w, g_bar)
-                    hvp_sum = {p: hvp_sum[p] + hvp[p] for p in hvp_sum}
-                else:
-                    _, dots = jvp(lambda p: token_loss_sums(self.model, p, mb), (theta,), (g_bar,))
-                    w_grad = loss_weight_grad(mb, w, dots)
+            graph = graphs.pop(k, None)
+            if graph is not None:  # kept by the forward pass: only the second backward runs (no HVP at k = 0)
+                hvp_sum, w_grad = second_backward(graph, g_bar, hvp=k > 0)
                 metagrads += w_grad.detach()
+            else:
+                hvp_sum = {p: torch.zeros_like(t) for p, t in theta.items()} if k > 0 else None
+                for mb in steps[k].microbatches:
+                    if k > 0:
+                        hvp, w_grad = hvp_and_dots(self.model, theta, mb, w, g_bar)
+                        hvp_sum = {p: hvp_sum[p] + hvp[p] for p in hvp_sum}
+                    else:
+                        _, dots = jvp(lambda p: token_loss_sums(self.model, p, mb), (theta,), (g_bar,))
+                        w_grad = loss_weight_grad(mb, w, dots)
+                    metagrads += w_grad.detach()
             if k > 0:
                 hvp_sum = self._all_reduce(hvp_sum)
                 theta_bar = {p: theta_bar[p] + hvp_sum[p] for p in theta_bar}
         return metagrads
 
     # -- helpers ---------------------------------------------------------------------------------------------------
+
+    def _row_bytes(self, steps: list[Step], w: torch.Tensor) -> int:
+        """Memory of one vmapped run: θ, the optimizer's two moments and a gradient, plus the activations that the
+        largest microbatch saves for its backward (measured with saved-tensor hooks on one forward)."""
+        saved = 0
+
+        def pack(t):
+            nonlocal saved
+            saved += t.numel() * t.element_size()
+            return t
+
+        mb = max((mb for step in steps for mb in step.microbatches), key=lambda m: m.input_ids.numel())
+        leaves = {k: p.detach().requires_grad_(True) for k, p in self.params0.items()}
+        with torch.enable_grad(), torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
+            microbatch_loss(self.model, leaves, mb, w)
+        return 4 * sum(p.numel() * p.element_size() for p in self.params0.values()) + saved
+
+    def _graph_budget(self) -> float:
+        """inner_sft.graph_budget_mb in bytes; "auto": AUTO_GRAPH_BUDGET of the memory free on the target's device."""
+        budget = self.cfg.graph_budget_mb
+        if budget != "auto":
+            return budget * 2**20
+        if self.device.type == "cuda":
+            return AUTO_GRAPH_BUDGET * torch.cuda.mem_get_info(self.device)[0]
+        try:
+            meminfo = Path("/proc/meminfo").read_text()
+        except OSError:
+            raise RuntimeError("inner_sft.graph_budget_mb: 'auto' reads the free host memory from /proc/meminfo, "
+                               "which this system lacks; give a number of MB instead") from None
+        return AUTO_GRAPH_BUDGET * int(re.search(r"^MemAvailable:\s+(\d+) kB", meminfo, re.M).group(1)) * 1024
 
     def _weights(self, weights, n) -> torch.Tensor:
         if weights is None:

@@ -5,10 +5,16 @@ completions (generator text) → target token ids → inner SFT run(s) → per-c
 Batching. TRL orders a generation batch prompt-major: completion j of prompt p sits at p·n + j (n = num_generations).
 * `cross_group`: every completion goes into one SFT run (siblings of a prompt are trained together).
 * `inverse_groups`: run j holds completion j of every prompt, so no run holds two siblings (n runs per step).
-Estimators.
-* `metagrad` (DPG): reward i = dΦ/dwᵢ of the run holding i, exact.
+Estimators (docs/estimators.md has the derivations). With D = (x₁…x_N) ~ π and J = E[Φ(A(D))], the score-function
+identity gives ∇J = E[Σᵢ (Φ(A(D)) − bᵢ) ∇log π(xᵢ)] for any bᵢ that does not depend on xᵢ.
+* `metagrad` (DPG): reward i = dΦ/dwᵢ of the run holding i, exact: the first-order Taylor estimate of Φ(D) − Φ(D∖i).
 * `naive` (the paper's baseline): every completion of run j gets Φ after SFT on run j; no metagradient.
-* `first_order`: −lr·cᵢ·⟨∇sᵢ(θ₀), ∇Φ(θ₀)⟩, no unrolling (see `MetagradEngine.first_order`); shows what exactness buys.
+* `first_order`: −lr·∂/∂wᵢ⟨∇L(θ₀), ∇Φ(θ₀)⟩, no unrolling (see `MetagradEngine.first_order`); what exactness buys.
+* `loo`: Φ(D) − Φ(D∖i), exact leave-one-out (wᵢ = 0 in the same schedule: with the token-mean normaliser that is
+  removal). Unbiased; N + 1 SFT runs, batched by `MetagradEngine.values`.
+* `leave_group_out`: the run's examples are partitioned at random by position (never by content) into G groups and
+  rᵢ = Φ(D) − Φ(D with i's group removed). Unbiased (the baseline does not depend on xᵢ); G + 1 SFT runs; G = N is
+  `loo`, G = 1 is `naive` with the constant baseline Φ(A(∅)).
 """
 
 from __future__ import annotations
@@ -19,6 +25,7 @@ from dataclasses import dataclass, field
 import torch
 
 from dpg.metagrad import MetagradEngine
+from dpg.names import SFT_ESTIMATORS
 
 
 @dataclass
@@ -79,10 +86,11 @@ def sft_runs(n_completions: int, num_generations: int, batching: str) -> list[li
 
 
 def compute_rewards(engine: MetagradEngine, examples: list[list[int]], num_generations: int, estimator: str,
-                    batching: str) -> Rewards:
+                    batching: str, groups: int | None = None, generator: torch.Generator | None = None) -> Rewards:
+    """Rewards of every completion; `groups` and `generator` (the random partition) are for `leave_group_out`."""
+    if estimator not in SFT_ESTIMATORS:
+        raise ValueError(f"reward.estimator: unknown value {estimator!r}; choose one of {list(SFT_ESTIMATORS)}")
     rewards = torch.empty(len(examples), dtype=torch.float64)
-    if estimator not in ("metagrad", "naive", "first_order"):
-        raise ValueError(f"reward.estimator: unknown value {estimator!r}")
     results = []
     for run in sft_runs(len(examples), num_generations, batching):
         data = [examples[i] for i in run]
@@ -91,12 +99,34 @@ def compute_rewards(engine: MetagradEngine, examples: list[list[int]], num_gener
             rewards[run] = res.metagrads.double()
         elif estimator == "naive":
             rewards[run] = res.value
-        else:
+        elif estimator == "first_order":
             rewards[run] = engine.first_order(data).double()
+        else:
+            partition = ([[i] for i in range(len(data))] if estimator == "loo"
+                         else random_partition(len(data), groups, generator))
+            rewards[run] = removal_rewards(engine, data, partition, res.value)
         results.append(res)
     proxies = {k: sum(r.proxies[k] for r in results) / len(results) for k in results[0].proxies}
     return Rewards(rewards, sum(r.value for r in results) / len(results), proxies, len(results), results[0].params)
 
+
+def random_partition(n: int, groups: int | None, generator: torch.Generator | None = None) -> list[list[int]]:
+    """Positions 0…n−1 in `groups` groups of (nearly) equal size, at random: independent of the examples' content."""
+    if not isinstance(groups, int) or not 1 <= groups <= n:
+        raise ValueError(f"reward.groups: {groups!r} groups for an SFT run of {n} examples; need 1 ≤ groups ≤ {n}")
+    perm = torch.randperm(n, generator=generator).tolist()
+    return [sorted(perm[g::groups]) for g in range(groups)]
+
+
+def removal_rewards(engine: MetagradEngine, data: list[list[int]], partition: list[list[int]],
+                    value: float) -> torch.Tensor:
+    """rᵢ = Φ(D) − Φ(D with the weights of i's group set to 0), every removal in one batched call (`values`)."""
+    W = torch.ones(len(partition), len(data), dtype=torch.float64)
+    group_of = torch.empty(len(data), dtype=torch.long)
+    for g, members in enumerate(partition):
+        W[g, members] = 0
+        group_of[members] = g
+    return value - engine.values(data, W)[group_of]
 
 def advantages(rewards: torch.Tensor, num_generations: int, mode: str, std_eps_rel: float) -> tuple[torch.Tensor, dict]:
     """(r − mean) / (std + eps) per group (`grouped`) or over the whole batch (`batch`), eps = std_eps_rel · RMS(r).
@@ -126,15 +156,23 @@ def advantages(rewards: torch.Tensor, num_generations: int, mode: str, std_eps_r
 
 def spearman(a: torch.Tensor, b: torch.Tensor) -> float:
     """Rank correlation (ties broken by position; metagradients are continuous, so ties are rare)."""
-    ra, rb = a.argsort().argsort().double(), b.argsort().argsort().double()
-    ra, rb = ra - ra.mean(), rb - rb.mean()
-    return (ra @ rb / (ra.norm() * rb.norm())).item()
+    return pearson(a.argsort().argsort().double(), b.argsort().argsort().double())
 
 
-def first_order_agreement(engine: MetagradEngine, examples: list[list[int]], exact: torch.Tensor,
-                          num_generations: int, batching: str) -> float:
-    """Spearman correlation between the first-order rewards and the exact ones, over the whole batch."""
-    approx = torch.empty(len(examples), dtype=torch.float64)
-    for run in sft_runs(len(examples), num_generations, batching):
-        approx[run] = engine.first_order([examples[i] for i in run]).double()
-    return spearman(approx, exact)
+def pearson(a: torch.Tensor, b: torch.Tensor) -> float:
+    a, b = a.double() - a.double().mean(), b.double() - b.double().mean()
+    denom = (a.norm() * b.norm()).item()
+    return (a @ b).item() / denom if denom > 0 else math.nan  # a constant has no correlation
+
+
+def agreement(engine: MetagradEngine, examples: list[list[int]], rewards: torch.Tensor, num_generations: int,
+              batching: str, loo_max_examples: int) -> dict[str, float]:
+    """Spearman and Pearson correlation of a run's rewards with `first_order` and, where every SFT run holds at most
+    `loo_max_examples` examples, with exact `loo`: does the reward still mean what it should?"""
+    runs = sft_runs(len(examples), num_generations, batching)
+    others = ["first_order"] + (["loo"] if max(len(r) for r in runs) <= loo_max_examples else [])
+    out = {}
+    for name in others:
+        ref = compute_rewards(engine, examples, num_generations, name, batching).rewards
+        out[f"{name}_spearman"], out[f"{name}_pearson"] = spearman(rewards, ref), pearson(rewards, ref)
+    return out

@@ -77,7 +77,7 @@ def make_schedule(examples: list[list[int]], cfg: InnerSFTConfig, device: torch.
     gen = torch.Generator().manual_seed(cfg.seed)
     steps = []
     for _ in range(cfg.epochs):
-        order = torch.randperm(len(examples), generator=gen)
+        order = torch.randperm(len(examples), generator=gen) if cfg.shuffle else torch.arange(len(examples))
         for start in range(0, len(order), cfg.examples_per_step):
             chunk = order[start:start + cfg.examples_per_step]
             step_tokens = None

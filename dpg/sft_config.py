@@ -10,6 +10,8 @@ from typing import Literal
 
 from dpg.names import DTYPES
 
+AUTO_GRAPH_BUDGET = 0.5  # graph_budget_mb="auto": this fraction of the free memory, the rest for the reverse pass
+
 
 def dtype_name(dtype) -> str:
     """'float64' for 'float64' or torch.float64 (recognised by its name, so torch need not be imported here)."""
@@ -35,6 +37,7 @@ class InnerSFTConfig:
     epochs: int = 1
     max_length: int = 128
     seed: int = 0  # shuffles the examples into batches
+    shuffle: bool = True  # false: steps take the examples in the order given (a fixed curriculum; experiments/fidelity.py)
     loss_normalization: Literal["token_mean", "official"] = "token_mean"
     # A name from dpg.names.DTYPES; a torch dtype is accepted too and stored by its name. `torch_dtype` gives it back.
     dtype: str = "float32"
@@ -45,6 +48,10 @@ class InnerSFTConfig:
     state_device: str = "cpu"
     state_dir: str | None = None
     recompute_segment: int | None = None
+    # MB of autograd graphs the forward pass may keep so that the reverse pass need not recompute those steps (the
+    # last steps that fit; `dpg.metagrad`): 0 keeps none, math.inf every step, "auto" a fraction (AUTO_GRAPH_BUDGET)
+    # of the memory free on the target's device when `run` starts. The metagradients are the same in every case.
+    graph_budget_mb: float | Literal["auto"] = 0.0
 
     def __post_init__(self):
         self.dtype = dtype_name(self.dtype)
@@ -65,6 +72,9 @@ class InnerSFTConfig:
             "state_storage": self.state_storage in ("memory", "disk", "recompute"),
             "recompute_segment": self.recompute_segment is None or (isinstance(self.recompute_segment, int)
                                                                     and self.recompute_segment >= 1),
+            "graph_budget_mb": self.graph_budget_mb == "auto" or (isinstance(self.graph_budget_mb, (int, float))
+                                                                  and not isinstance(self.graph_budget_mb, bool)
+                                                                  and self.graph_budget_mb >= 0),
         }
         for key, ok in checks.items():
             if not ok:

@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import sys
 import time
 from pathlib import Path
 
@@ -20,17 +21,20 @@ import yaml
 from accelerate import PartialState
 from accelerate.utils import gather_object
 from datasets import Dataset
-from transformers import TrainerCallback
+from transformers import PrinterCallback, TrainerCallback
 from trl import GRPOConfig, GRPOTrainer
 
 import objectives
-from dpg import heuristics, models
+from dpg import checkpoints, fsio, heuristics, models, validation
+from dpg.checkpoints import read_log
+from dpg.finite import FiniteGuard, check_loss, check_weights
 from dpg.config import ConfigError, DPGConfig, check_environment, load_config
+from dpg.console import Console, quiet_libraries, step_line
+from dpg.degeneration import CollapseMonitor, text_stats
 from dpg.metagrad import MetagradEngine
-from dpg.rewards import advantages, completion_text, compute_rewards, first_order_agreement, to_target_examples
+from dpg.names import CONFIG_FILE, LOG_FILE
+from dpg.rewards import agreement, advantages, completion_text, compute_rewards, to_target_examples
 
-CONFIG_FILE = "config.yaml"
-LOG_FILE = "log.jsonl"
 
 
 class DPGReward:
@@ -46,6 +50,8 @@ class DPGReward:
         # Heuristic estimators (levenshtein, embedding, langid): references / encoder / classifier built once, here.
         self.heuristic = (heuristics.build_scorer(cfg, target_tokenizer)
                           if cfg.reward.estimator in heuristics.ESTIMATORS else None)
+        # leave_group_out's random partitions: seeded, and drawn from positions only (never from the completions)
+        self.partitions = torch.Generator().manual_seed(cfg.seed)
 
     def __call__(self, prompts, completions, **_) -> list[float]:
         return self.score(prompts, completions)["rewards"].tolist()
@@ -55,18 +61,17 @@ class DPGReward:
         r = self.cfg.reward
         n = self.cfg.grpo.num_generations
         try:
-            texts = [completion_text(c) for c in completions]
+            texts = [completion_text(c, row=i) for i, c in enumerate(completions)]
             examples, truncated = to_target_examples(texts, self.tokenizer, self.cfg.inner_sft.max_length)
             if self.heuristic is not None:  # rewards from the text alone; Φ still logged: one SFT per run, no metagrad
                 out = compute_rewards(self.engine, examples, n, "naive", r.batching)
                 out.rewards = self.heuristic(texts)
             else:
-                out = compute_rewards(self.engine, examples, n, r.estimator, r.batching)
+                out = compute_rewards(self.engine, examples, n, r.estimator, r.batching, r.groups, self.partitions)
             adv, info = advantages(out.rewards, n, r.advantages, r.std_eps_rel)
-            k = r.compare_first_order_every
-            if r.estimator == "metagrad" and k and step is not None and step % k == 0:
-                info["first_order_spearman"] = first_order_agreement(self.engine, examples, out.rewards, n,
-                                                                     r.batching)
+            k = r.compare_every
+            if k and step is not None and step % k == 0:  # first_order_spearman, loo_pearson, … beside the scaling
+                info.update(agreement(self.engine, examples, out.rewards, n, r.batching, r.compare_loo_max))
         except Exception as e:  # never turn a failure into a reward: re-raise with where it happened
             raise RuntimeError(f"reward computation failed at GRPO step {step} ({len(completions)} completions, objective "
                                f"{self.cfg.objective.get('name')!r}, estimator {r.estimator}): {e}") from e
@@ -81,6 +86,34 @@ class DPGTrainer(GRPOTrainer):
     def __init__(self, *, dpg_reward: DPGReward, **kwargs):
         self.dpg_reward = dpg_reward
         super().__init__(reward_funcs=[dpg_reward], **kwargs)
+
+    def training_step(self, model, inputs, num_items_in_batch=None):
+        loss = super().training_step(model, inputs, num_items_in_batch)
+        if "failed" not in self.dpg_reward.last:  # a skipped step's loss is dropped with its gradients
+            check_loss(loss, self.state.global_step + 1)
+        return loss
+
+    def _save_checkpoint(self, model, trial):
+        """HF's checkpoint, made to prove it is whole (dpg/checkpoints.py): a folder of the same step left by a crashed
+        attempt is removed first, the manifest is written last, and only then are older checkpoints deleted."""
+        folder = Path(self._get_output_dir(trial)) / f"checkpoint-{self.state.global_step}"
+        if self.args.should_save and folder.exists():
+            fsio.remove_tree(folder)
+        self.accelerator.wait_for_everyone()
+        with fsio.writing(folder, "writing checkpoint"):
+            super()._save_checkpoint(model, trial)
+        self.accelerator.wait_for_everyone()  # every process has written its RNG state
+        if self.args.should_save:
+            checkpoints.write_manifest(folder, self.state.global_step, resumable=True)
+            checkpoints.rotate(folder.parent, self.dpg_reward.cfg.checkpoint.keep)
+
+    def train(self, resume_from_checkpoint=None, **kwargs):
+        if resume_from_checkpoint and checkpoints.manifest_step(resume_from_checkpoint) >= self.args.max_steps:
+            # The run had ended and only final/ is missing: take the weights, train no step past the last (HF would).
+            self._load_from_checkpoint(resume_from_checkpoint)
+            self.state.global_step = checkpoints.manifest_step(resume_from_checkpoint)
+            return None
+        return super().train(resume_from_checkpoint=resume_from_checkpoint, **kwargs)
 
     def _calculate_rewards(self, inputs, prompts, completions, completion_ids_list):
         # Gather first: every process then holds the whole batch, in TRL's process order.
@@ -100,6 +133,10 @@ class DPGTrainer(GRPOTrainer):
         self._metrics["train"]["phi"].append(out["value"])
         for k, v in out["proxies"].items():
             self._metrics["train"][f"proxy/{k}"].append(v)
+        out["text"] = text_stats(out["completions"])  # is the generator degenerating? (dpg/degeneration.py)
+        for k, v in out["text"].items():
+            if v is not None:
+                self._metrics["train"][f"text/{k}"].append(v)
         # TRL stores rewards as float32: fine for the logged mean; our advantages use the float64 values.
         return out["rewards"].to(torch.float32, copy=True).to(self.accelerator.device)[:, None]
 
@@ -132,20 +169,50 @@ class SkipFailedStep(TrainerCallback):
 
 
 class StepLogger(TrainerCallback):
-    """One JSONL line per GRPO step (Φ, proxies, reward statistics, timings, sample completions); heatmaps."""
+    """One JSONL line per GRPO step (Φ, proxies, reward statistics, completion diversity, timings, sample
+    completions, TRL's metrics), the same step as one console line, a warning when the generator collapses; heatmaps.
 
-    def __init__(self, reward: DPGReward, cfg: DPGConfig, objective, target_model):
+    The record is built at the end of the step and written when TRL logs that step's metrics (HF logs right after
+    `on_step_end` and before it saves a checkpoint, so a checkpoint never holds steps the log lacks)."""
+
+    def __init__(self, reward: DPGReward, cfg: DPGConfig, objective, target_model, console: Console):
         self.reward, self.cfg, self.objective, self.target = reward, cfg, objective, target_model
         self.path = Path(cfg.output_dir) / LOG_FILE
+        self.console = console
+        self.monitor = CollapseMonitor(cfg.logging.collapse_distinct_2, cfg.logging.collapse_empty)
+        self.pending: dict | None = None  # this step's record, waiting for TRL's metrics
+
+    def on_log(self, args, state, control, logs=None, **kw):
+        if self.pending is not None and self.pending["step"] == state.global_step:
+            self._write({**self.pending, "trl": dict(logs or {})})
+        elif state.is_world_process_zero:  # the end-of-training summary (runtime, samples per second)
+            self.console.debug(f"trl: {logs}")
+        return control
+
+    def on_train_end(self, args, state, control, **kw):
+        if self.pending is not None:  # a step whose metrics TRL did not log (it logs every step: logging_steps=1)
+            self._write(self.pending)
+        return control
+
+    def _write(self, record: dict) -> None:
+        self.pending = None
+        with open(self.path, "a") as f:
+            f.write(json.dumps(record) + "\n")
+        self.console.info(step_line(record, self.cfg.grpo.steps))
+        self.console.debug(f"trl: {record.get('trl', {})}")
+        for message in record.get("warnings", []):
+            self.console.warn(message)
+        self.console.advance()
 
     def on_step_end(self, args, state, control, **kw):
         if not state.is_world_process_zero:  # every process holds the same batch record; one writes it
             return control
+        if self.pending is not None:
+            self._write(self.pending)
         # Timestamps from inside the step: HF may fetch (and so generate) before on_step_begin fires.
         last = self.reward.last
         if "failed" in last:
-            with open(self.path, "a") as f:
-                f.write(json.dumps({"step": state.global_step, "reward_failed": last["failed"]}) + "\n")
+            self.pending = {"step": state.global_step, "reward_failed": last["failed"]}
             return control
         now = time.perf_counter()
         total = now - last["t_start"]
@@ -159,14 +226,17 @@ class StepLogger(TrainerCallback):
             "advantage_scaling": last["info"],
             "sft_runs": last["runs"],
             "truncated": last["truncated"],
+            "text": last["text"],
             "seconds": {"generation": gen_and_score - last["seconds"], "reward": last["seconds"],
                         "policy_update": total - gen_and_score, "total": total},
             "samples": [{"prompt": p if isinstance(p, str) else str(p), "completion": c, "reward": float(x)}
                         for p, c, x in list(zip(last["prompts"], last["completions"], r.tolist()))
                         [:self.cfg.logging.sample_completions]],
         }
-        with open(self.path, "a") as f:
-            f.write(json.dumps(record) + "\n")
+        warnings = self.monitor.check(state.global_step, last["text"], last["completions"])
+        if warnings:
+            record["warnings"] = warnings
+        self.pending = record
         k = self.cfg.logging.heatmap_every
         if k and hasattr(self.objective, "maps") and state.global_step % k == 0:
             out = Path(self.cfg.output_dir) / "pictures" / f"step{state.global_step:05d}.png"
@@ -189,14 +259,20 @@ def load_prompts(cfg: DPGConfig) -> list:
         prompts = list(ds[cfg.prompts.field])
     elif src.endswith(".jsonl"):
         prompts = []
-        for n, line in enumerate(Path(src).read_text().splitlines(), 1):
+        for n, line in enumerate(_prompt_lines(src), 1):
             if line.strip():
-                row = json.loads(line)
-                if cfg.prompts.field not in row:
+                try:
+                    row = json.loads(line)
+                except ValueError as err:
+                    raise ValueError(f"prompts.source: {src} line {n} is not JSON ({err})") from None
+                if not isinstance(row, dict) or cfg.prompts.field not in row:
                     raise ValueError(f"prompts.field: {src} line {n} has no key {cfg.prompts.field!r}")
+                if not isinstance(row[cfg.prompts.field], (str, list)):  # a list: chat messages
+                    raise ValueError(f"prompts.field: {src} line {n}: {cfg.prompts.field!r} is "
+                                     f"{row[cfg.prompts.field]!r}, not text")
                 prompts.append(row[cfg.prompts.field])
     else:
-        prompts = [line for line in Path(src).read_text().splitlines() if line.strip()]
+        prompts = [line for line in _prompt_lines(src) if line.strip()]
     prompts = prompts[:cfg.prompts.limit] if cfg.prompts.limit else prompts
     if not prompts:
         raise ValueError(f"prompts.source: no prompts in {src}")
@@ -205,6 +281,13 @@ def load_prompts(cfg: DPGConfig) -> list:
     if cfg.prompts.chat:
         return [[{"role": "user", "content": p}] for p in prompts]
     return prompts
+
+
+def _prompt_lines(src: str) -> list[str]:
+    try:
+        return Path(src).read_text(encoding="utf-8").splitlines()
+    except UnicodeDecodeError as err:
+        raise ValueError(f"prompts.source: {src} is not UTF-8 text ({err.reason} at byte {err.start})") from None
 
 
 # -- building a run ----------------------------------------------------------------------------------------------
@@ -276,9 +359,11 @@ def grpo_args(cfg: DPGConfig, num_processes: int = 1) -> GRPOConfig:
         vllm_enable_sleep_mode=g.vllm_enable_sleep_mode, vllm_server_base_url=g.vllm_server_base_url,
         vllm_server_host=g.vllm_server_host, vllm_server_port=g.vllm_server_port,
         vllm_server_timeout=g.vllm_server_timeout,
-        save_strategy="steps", save_steps=cfg.checkpoint.save_every, save_total_limit=cfg.checkpoint.keep,
+        save_strategy="steps", save_steps=cfg.checkpoint.save_every,
+        save_total_limit=None,  # dpg deletes old checkpoints itself, after the new one's manifest (checkpoints.rotate)
         logging_steps=1, report_to=["wandb"] if cfg.logging.wandb else [], run_name=Path(cfg.output_dir).name,
-        disable_tqdm=not cfg.logging.progress, seed=cfg.seed, data_seed=cfg.seed, log_completions=False,
+        disable_tqdm=True,  # dpg's console draws the bar and prints the steps (dpg/console.py)
+        seed=cfg.seed, data_seed=cfg.seed, log_completions=False,
     )
 
 
@@ -308,40 +393,36 @@ def lora_config(cfg: DPGConfig):
                       modules_to_save=lora.modules_to_save, bias="none", task_type="CAUSAL_LM")
 
 
-def latest_checkpoint(output_dir: str | Path) -> Path | None:
-    """The newest complete checkpoint: HF writes trainer_state.json last, so a folder without it is half-written."""
-    done = [p for p in Path(output_dir).glob("checkpoint-*") if p.name.split("-")[1].isdigit() and _complete(p)]
-    return max(done, key=lambda p: int(p.name.split("-")[1]), default=None)
-
-
-def _complete(checkpoint: Path) -> bool:
-    try:
-        json.loads((checkpoint / "trainer_state.json").read_text())
-        return True
-    except (OSError, json.JSONDecodeError):  # missing, or torn by a kill mid-write
-        return False
-
-
-def train(cfg: DPGConfig, resume: bool = False) -> Path:
-    """Run DPG; returns the directory of the final generator (HF format)."""
+def train(cfg: DPGConfig, resume: bool = False, verbosity: str | None = None, overwrite: bool = False) -> Path:
+    """Run DPG; returns the directory of the final generator (HF format). `verbosity` overrides logging.verbosity.
+    `resume`: continue the run in cfg.output_dir from its newest whole checkpoint (step 0 without one); `overwrite`:
+    delete the run there first."""
     check_environment(cfg)  # peft for generator.lora, vllm (and a GPU) for grpo.use_vllm: before anything is written
     # Under torchrun / `accelerate launch` this joins the process group (gloo on CPU); alone it is one process.
     procs = PartialState(cpu=not torch.cuda.is_available())  # cpu=True: else a GPU-less launch stays 1 process
+    verbosity = verbosity or cfg.logging.verbosity
+    console = Console(verbosity if procs.is_main_process else "quiet", cfg.logging.progress)
+    quiet_libraries(verbosity)
     args = grpo_args(cfg, procs.num_processes)
     out = Path(cfg.output_dir)
     checkpoint = None
     if resume:
-        checkpoint = latest_checkpoint(out)
-        if checkpoint is None:
-            raise FileNotFoundError(f"--resume: no complete checkpoint-* folder in {out}")
-    elif (out / LOG_FILE).exists():
-        raise FileExistsError(f"output_dir: {out} already holds a run; use --resume or another output_dir")
+        point = checkpoints.resume_point(out, cfg.grpo.steps)
+        if point.finished:  # says so and changes nothing
+            if procs.is_main_process:
+                print(f"dpg train: {out} is finished: final/ holds step {point.step} of {cfg.grpo.steps}; nothing to do")
+            return out / "final"
+        checkpoint = point.checkpoint
+    elif not overwrite and checkpoints.run_files(out):
+        raise FileExistsError(f"output_dir: {out} already holds a run ({', '.join(checkpoints.run_files(out))}); "
+                              f"continue it with `dpg train --resume {out}` or start it again with --overwrite")
+    validation.check_output_dir(cfg.output_dir)
     procs.wait_for_everyone()  # every process has checked the run directory before the main one writes to it
-    if procs.is_main_process:
-        if checkpoint is not None:
-            _truncate_log(out / LOG_FILE, int(checkpoint.name.split("-")[1]))
-        out.mkdir(parents=True, exist_ok=True)
-        _write_atomic(out / CONFIG_FILE, yaml.safe_dump(cfg.to_dict(), sort_keys=False))
+    if procs.is_main_process and resume:
+        for line in point.warnings:
+            print(f"dpg train: warning: {line}", file=sys.stderr, flush=True)
+        checkpoints.reconcile_log(out / LOG_FILE, point.step)
+        checkpoints.clear_stale(out)
     if cfg.logging.wandb:
         os.environ.setdefault("WANDB_MODE", "offline")
         os.environ.setdefault("WANDB_PROJECT", cfg.logging.wandb_project)
@@ -357,46 +438,46 @@ def train(cfg: DPGConfig, resume: bool = False) -> Path:
                          peft_config=lora_config(cfg),
                          train_dataset=Dataset.from_dict({"prompt": prompts}))
     trainer.add_callback(SkipFailedStep(reward))
-    trainer.add_callback(StepLogger(reward, cfg, objective, engine.model))
-    trainer.train(resume_from_checkpoint=str(checkpoint) if checkpoint else None)
+    trainer.add_callback(FiniteGuard())
+    if procs.is_main_process:
+        if overwrite:
+            checkpoints.clear_run(out)
+        fsio.make_dir(out)
+        fsio.write_text(out / CONFIG_FILE, yaml.safe_dump(cfg.to_dict(), sort_keys=False))
+    trainer.remove_callback(PrinterCallback)  # it prints TRL's whole metrics dict every step: log.jsonl has it
+    trainer.add_callback(StepLogger(reward, cfg, objective, engine.model, console))
+    first = int(checkpoint.name.split("-")[1]) if checkpoint else 0
+    console.info(f"dpg train: {cfg.grpo.steps} GRPO steps of {cfg.grpo.completions_per_step} completions, objective "
+                 f"{cfg.objective['name']}, estimator {cfg.reward.estimator}; log: {out / LOG_FILE}"
+                 + (f"; resuming after step {first}" if checkpoint else ""))
+    t0 = time.perf_counter()
+    with console.progress(cfg.grpo.steps, completed=first):
+        trainer.train(resume_from_checkpoint=str(checkpoint) if checkpoint else None)
     final = trainer.model
     if hasattr(final, "merge_and_unload"):  # LoRA: fold the adapters in, so final/ is a plain HF model
         final = final.merge_and_unload()
     if procs.is_main_process:  # the replicas hold identical weights
-        models.save_model(final, gen_tok, out / "final")
+        save_final(final, gen_tok, out / "final", trainer.state.global_step)
+        console.result(summary(read_log(out / LOG_FILE), time.perf_counter() - t0, out / "final"))
     procs.wait_for_everyone()
     return out / "final"
 
 
-def _truncate_log(path: Path, last_step: int) -> None:
-    """On resume, drop the log lines of steps after the checkpoint: they will be run again."""
-    if not path.exists():
-        return
-    keep = []
-    for line in path.read_text().splitlines():
-        try:
-            if json.loads(line)["step"] <= last_step:
-                keep.append(line)
-        except (json.JSONDecodeError, KeyError):  # a line torn by a kill mid-write
-            continue
-    _write_atomic(path, "".join(k + "\n" for k in keep))
+def summary(rows: list[dict], seconds: float, final: Path) -> str:
+    """The line a finished `dpg train` ends with: steps, wall time, Φ first → last, where the generator is."""
+    scored = [r for r in rows if "phi" in r]
+    phi = (f"; Φ {scored[0]['phi']:.4g} (step {scored[0]['step']}) → {scored[-1]['phi']:.4g} (step "
+           f"{scored[-1]['step']})" if scored else "")
+    return f"done: {len(rows)} steps logged, {seconds:.0f} s{phi}; final generator: {final}"
 
 
-def _write_atomic(path: Path, text: str) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(text)
-    os.replace(tmp, path)
-
-
-def read_log(path: str | Path) -> list[dict]:
-    """The JSONL log of a run (a torn last line, from a kill mid-write, is skipped)."""
-    rows = []
-    for line in Path(path).read_text().splitlines():
-        try:
-            rows.append(json.loads(line))
-        except json.JSONDecodeError:
-            continue
-    return rows
+def save_final(model, tokenizer, directory: Path, step: int) -> None:
+    """final/: checked finite, written whole or not at all (models.save_model renames a finished temporary folder),
+    then given its manifest, which is what makes `--resume` call the run finished."""
+    check_weights(model, None, step)
+    with fsio.writing(directory, "writing the final generator to"):
+        models.save_model(model, tokenizer, directory)
+    checkpoints.write_manifest(directory, step, resumable=False)
 
 
 __all__ = ["DPGReward", "DPGTrainer", "StepLogger", "train", "build_engine", "load_config", "read_log"]

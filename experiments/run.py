@@ -51,14 +51,14 @@ ARMS = {
     "dpg_adamw": [],  # the study config as written: exact metagradients through AdamW inner SFT
     "dpg_sgd": ["inner_sft.optimizer=sgd", f"inner_sft.lr={SGD_LR}"],
     "naive": ["reward.estimator=naive", "reward.batching=inverse_groups", "reward.advantages=batch",
-              "reward.compare_first_order_every=0"],
-    "first_order": ["reward.estimator=first_order", "reward.compare_first_order_every=0"],
+              "reward.compare_every=0"],
+    "first_order": ["reward.estimator=first_order", "reward.compare_every=0"],
     # drift control: exact DPG-AdamW for an unrelated objective (experiments/controls.py), judged by the study's Φ
-    "control": ["objective={name: 'controls:RandomDirection', seed: 0}", "reward.compare_first_order_every=0"],
+    "control": ["objective={name: 'controls:RandomDirection', seed: 0}", "reward.compare_every=0"],
     # language only: heuristic rewards (dpg/heuristics.py), scored against the study's target-language texts
-    "levenshtein": ["reward.estimator=levenshtein", "reward.compare_first_order_every=0"],
-    "embedding": ["reward.estimator=embedding", "reward.compare_first_order_every=0"],
-    "langid": ["reward.estimator=langid", "reward.compare_first_order_every=0"],
+    "levenshtein": ["reward.estimator=levenshtein", "reward.compare_every=0"],
+    "embedding": ["reward.estimator=embedding", "reward.compare_every=0"],
+    "langid": ["reward.estimator=langid", "reward.compare_every=0"],
 }
 CORE_ARMS = ["dpg_adamw", "dpg_sgd", "naive", "first_order", "control"]
 STUDY_ARMS = {"language": CORE_ARMS + ["levenshtein", "embedding", "langid"],

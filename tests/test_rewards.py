@@ -128,7 +128,7 @@ def test_reward_callable_scores_text_from_another_tokenizer():
 
 
 def test_spearman_and_first_order_estimator():
-    from dpg.rewards import first_order_agreement, spearman
+    from dpg.rewards import agreement, pearson, spearman
 
     a = torch.tensor([0.1, 0.5, 0.2, 0.9], dtype=torch.float64)
     assert spearman(a, a * 3 + 1) == pytest.approx(1.0)
@@ -139,5 +139,11 @@ def test_spearman_and_first_order_estimator():
     for run in sft_runs(12, 4, "inverse_groups"):
         assert torch.allclose(fo.rewards[run], engine().first_order([examples[i] for i in run]).double())
     exact = compute_rewards(engine(), examples, 4, "metagrad", "inverse_groups").rewards
-    assert first_order_agreement(engine(), examples, exact, 4, "inverse_groups") == pytest.approx(
-        spearman(fo.rewards, exact))
+    loo = compute_rewards(engine(), examples, 4, "loo", "inverse_groups").rewards
+    agree = agreement(engine(), examples, exact, 4, "inverse_groups", loo_max_examples=3)
+    assert agree["first_order_spearman"] == pytest.approx(spearman(fo.rewards, exact))
+    assert agree["first_order_pearson"] == pytest.approx(pearson(fo.rewards, exact))
+    assert agree["loo_spearman"] == pytest.approx(spearman(loo, exact))
+    assert agree["loo_pearson"] == pytest.approx(pearson(loo, exact))
+    assert "loo_pearson" not in agreement(engine(), examples, exact, 4, "inverse_groups", loo_max_examples=2)
+    assert pearson(a, 2 * a - 1) == pytest.approx(1.0)
