@@ -9,8 +9,9 @@ import os
 import sys
 from pathlib import Path
 
-os.environ.setdefault("WANDB_MODE", "offline")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+# Model libraries (torch, transformers, TRL: seconds to import) are imported inside the commands, after the config
+# has been read and validated, so a config error comes back at once.
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -57,6 +58,12 @@ def main(argv: list[str] | None = None) -> int:
     pl.add_argument("run_dir")
     pl.add_argument("--out", help="PNG path (default RUN_DIR/curves.png)")
 
+    for verb in sub.choices.values():  # every command, including any added above
+        verb.add_argument("-q", "--quiet", dest="verbosity", action="store_const", const="quiet",
+                          help="print warnings, errors and results only (train: logging.verbosity=quiet)")
+        verb.add_argument("-v", "--verbose", dest="verbosity", action="store_const", const="debug",
+                          help="also print TRL's metrics and the libraries' own warnings (logging.verbosity=debug)")
+
     args = p.parse_args(argv)
     from dpg.config import ConfigError
 
@@ -75,8 +82,9 @@ def _config(args):
 
 
 def _train(args) -> int:
-    from dpg import trainer
+    from dpg import api
     from dpg.config import load_config
+    from dpg.names import CONFIG_FILE
 
     if args.resume:
         if args.config and "=" in args.config:  # `dpg train --resume DIR key=value`: argparse took it as config
@@ -84,7 +92,7 @@ def _train(args) -> int:
         elif args.config:
             raise ValueError("train --resume takes the run directory only; its config.yaml is used")
         # The run lives where it is now, even if it was moved or copied since its config was written.
-        cfg = load_config(Path(args.resume) / trainer.CONFIG_FILE, [*args.overrides, f"output_dir={args.resume}"])
+        cfg = load_config(Path(args.resume) / CONFIG_FILE, [*args.overrides, f"output_dir={args.resume}"])
     else:
         if not args.config:
             raise ValueError("train: give a CONFIG file (or --resume RUN_DIR)")
@@ -100,15 +108,14 @@ def _train(args) -> int:
             raise models.ModelNotFoundError(f"{err} (add --stand-in to dry-run with tiny models of the same "
                                             "architecture family)") from err
         return 0
-    final = trainer.train(cfg, resume=bool(args.resume))
-    print(f"final generator: {final}")
+    api.train(cfg, resume=bool(args.resume), verbosity=args.verbosity)
     return 0
 
 
 def _generate(args) -> int:
+    cfg = _config(args)
     from dpg import models, sampling, trainer
 
-    cfg = _config(args)
     if args.generator:
         model, tok = models.load_model(args.generator, role="generator"), models.load_tokenizer(args.generator)
     else:
@@ -121,10 +128,10 @@ def _generate(args) -> int:
 
 
 def _evaluate(args) -> int:
+    cfg = _config(args)
     from dpg import models, sampling, trainer
     from dpg.rewards import to_target_examples
 
-    cfg = _config(args)
     if not args.data and not args.generator:
         raise ValueError("evaluate: give --data JSONL... or --generator DIR...")
     engine, _, target_tok = trainer.build_engine(cfg)
@@ -152,13 +159,13 @@ def _evaluate(args) -> int:
 
 
 def _check(args) -> int:
+    cfg = _config(args)
+    cfg = dataclasses.replace(cfg, inner_sft=dataclasses.replace(cfg.inner_sft, dtype="float64"))
     import torch
 
     from dpg import models, trainer
     from dpg.rewards import to_target_examples
 
-    cfg = _config(args)
-    cfg = dataclasses.replace(cfg, inner_sft=dataclasses.replace(cfg.inner_sft, dtype=torch.float64))
     engine, _, target_tok = trainer.build_engine(cfg)
     n = args.n or 2 * cfg.inner_sft.examples_per_step
     lines = models.corpus_lines()

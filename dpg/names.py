@@ -21,6 +21,7 @@ def languages() -> list[str]:
     """Codes of the shipped languages (one `dpg/data/languages/<code>.txt` each)."""
     return sorted(p.stem for p in LANGUAGES_DIR.glob("*.txt"))
 
+
 # the files of a run directory (OUTPUT_DIR): its config as run, and one JSON line per GRPO step
 CONFIG_FILE = "config.yaml"
 LOG_FILE = "log.jsonl"
