@@ -39,6 +39,7 @@ import torch  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path[:0] = [str(ROOT), str(ROOT / "experiments")]
+from dpg import checkpoints as run_checkpoints  # noqa: E402
 from dpg import models, sampling, trainer  # noqa: E402
 from dpg.config import load_config  # noqa: E402
 from dpg.rewards import to_target_examples  # noqa: E402
@@ -141,7 +142,7 @@ def run_one(study: str, arm: str, seed: int, steps: int, eval_n: int, runs: Path
     t0 = time.perf_counter()
     resumed = False
     if not (out / "final").exists():
-        resumed = trainer.latest_checkpoint(out) is not None
+        resumed = run_checkpoints.latest(out) is not None
         if not resumed and out.exists():
             shutil.rmtree(out)  # killed before its first checkpoint: start over
         trainer.train(cfg, resume=resumed)
@@ -149,7 +150,7 @@ def run_one(study: str, arm: str, seed: int, steps: int, eval_n: int, runs: Path
 
     t1 = time.perf_counter()
     base = load_config(config_path(study), [*extra, f"seed={seed}", f"grpo.steps={steps}"])  # the common SFT
-    checkpoints = sorted((int(p.name.split("-")[1]), p) for p in out.glob("checkpoint-*") if trainer._complete(p))
+    checkpoints = sorted((int(p.name.split("-")[1]), p) for p in out.glob("checkpoint-*") if run_checkpoints.problem(p) is None)
     points = [(0, "initial")] + [(s, p) for s, p in checkpoints if s < steps] + [(steps, out / "final")]
     evals = [evaluate(study, base, gen, step, eval_n, seed) for step, gen in points]
     own = None
