@@ -29,12 +29,13 @@ def checked(cfg: DPGConfig) -> DPGConfig:
     return cfg
 
 
-def train(cfg: DPGConfig, resume: bool = False, verbosity: str | None = None) -> Path:
+def train(cfg: DPGConfig, resume: bool = False, verbosity: str | None = None, overwrite: bool = False) -> Path:
     """Train a generator with DPG; returns the run directory (cfg.output_dir: log.jsonl, config.yaml, checkpoints,
-    final/). `resume`: continue the run in cfg.output_dir from its newest complete checkpoint. `verbosity`:
-    quiet / info / debug, default cfg.logging.verbosity."""
+    final/). `resume`: continue the run in cfg.output_dir from its newest whole checkpoint (from step 0 if it has
+    none; a finished run is left as it is). `overwrite`: delete the run already in cfg.output_dir and start again.
+    `verbosity`: quiet / info / debug, default cfg.logging.verbosity."""
     cfg = checked(cfg)
     from dpg import trainer
 
-    trainer.train(cfg, resume=resume, verbosity=verbosity)
+    trainer.train(cfg, resume=resume, verbosity=verbosity, overwrite=overwrite)
     return Path(cfg.output_dir)

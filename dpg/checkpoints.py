@@ -105,6 +105,21 @@ def problem(directory: str | Path, resumable: bool = True) -> str | None:
     return None
 
 
+def model_dir_problem(directory: str | Path) -> str | None:
+    """Why `directory` is not a loadable generator: checked against its manifest when it has one (final/, a
+    checkpoint), else for HF's config.json and weights. None if it looks whole."""
+    directory = Path(directory)
+    if not directory.is_dir():
+        return "not a directory"
+    if (directory / MANIFEST).exists():
+        return problem(directory, resumable=False)
+    if not (directory / "config.json").is_file():
+        return "holds no config.json (not a saved model)"
+    if not any((directory / w).is_file() for w in WEIGHT_FILES):
+        return f"holds no weights ({' or '.join(WEIGHT_FILES)})"
+    return None
+
+
 def manifest_step(directory: str | Path) -> int:
     return json.loads((Path(directory) / MANIFEST).read_text(encoding="utf-8"))["step"]
 

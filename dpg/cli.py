@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
+import math
 import os
 import sys
 from pathlib import Path
@@ -21,7 +22,9 @@ def main(argv: list[str] | None = None) -> int:
     t = sub.add_parser("train", help="train a generator with DPG")
     t.add_argument("config", nargs="?", help="YAML config (omit with --resume)")
     t.add_argument("overrides", nargs="*", help="key=value, e.g. grpo.steps=5")
-    t.add_argument("--resume", metavar="RUN_DIR", help="continue the run in RUN_DIR from its last checkpoint")
+    t.add_argument("--resume", metavar="RUN_DIR", help="continue the run in RUN_DIR from its newest whole checkpoint "
+                   "(from step 0 if it has none; a finished run is left as it is)")
+    t.add_argument("--overwrite", action="store_true", help="delete the run already in output_dir and start again")
     t.add_argument("--dry-run", action="store_true",
                    help="validate the config, build the models and the trainer, print a summary, then stop")
     t.add_argument("--stand-in", nargs="?", const="missing", choices=["missing", "always"], default=None,
@@ -34,7 +37,7 @@ def main(argv: list[str] | None = None) -> int:
     g.add_argument("--generator", help="generator directory (default: the config's generator)")
     g.add_argument("-n", type=int, default=64)
     g.add_argument("--out", required=True, help="JSONL file to write")
-    g.add_argument("--temperature", type=float, default=None)
+    g.add_argument("--temperature", type=float, default=None, help="> 0 samples; 0 = greedy (default: grpo.temperature)")
     g.add_argument("--seed", type=int, default=0)
 
     e = sub.add_parser("evaluate", help="fresh SFT of the target on sampled data, then Φ and proxies")
@@ -68,11 +71,62 @@ def main(argv: list[str] | None = None) -> int:
     from dpg.config import ConfigError
 
     try:
+        _check_flags(args)
         return {"train": _train, "generate": _generate, "evaluate": _evaluate, "check": _check,
                 "plot": _plot}[args.command](args)
     except (ConfigError, FileNotFoundError, FileExistsError, ValueError) as err:
         print(f"dpg {args.command}: error: {err}", file=sys.stderr)
         return 2
+    except OSError as err:  # a filesystem fault (read-only, disk full, ...): the cause and the path (dpg/fsio.py)
+        from dpg.fsio import describe
+
+        print(f"dpg {args.command}: error: {describe(err)}", file=sys.stderr)
+        return 1
+    except FloatingPointError as err:  # a NaN or inf in training, stopped before it was saved (dpg/finite.py)
+        print(f"dpg {args.command}: error: {err}", file=sys.stderr)
+        return 1
+
+
+def _check_flags(args) -> None:
+    """Every flag's value and path, before anything loads; each error names the flag and the value."""
+    flags = vars(args)
+    lowest = {"n": 0 if args.command == "check" else 1, "weights": 1, "seed": 0}
+    for name, low in lowest.items():
+        value = flags.get(name)
+        if value is not None and not low <= value < 2**63:
+            raise ValueError(f"{'-n' if name == 'n' else '--' + name}: must be an integer from {low} up, got {value}")
+    for name, low in (("temperature", 0), ("h", None), ("tol", None)):
+        value = flags.get(name)
+        if value is not None and not (math.isfinite(value) and (value >= low if low is not None else value > 0)):
+            raise ValueError(f"--{name}: must be a finite number {'≥ 0' if low is not None else '> 0'}, got {value}")
+    for path in flags.get("data") or []:
+        if not Path(path).is_file():
+            raise ValueError(f"--data: {path} is {'not a file' if Path(path).exists() else 'missing'}")
+    generators = flags.get("generator") or []
+    for path in [generators] if isinstance(generators, str) else generators:
+        if path != "initial" and not Path(path).is_dir():
+            raise ValueError(f"--generator: {path} is not a directory (a generator saved by dpg train, or 'initial')")
+    if args.command == "plot" and not Path(args.run_dir).is_dir():
+        raise ValueError(f"RUN_DIR: {args.run_dir} is {'not a directory' if Path(args.run_dir).exists() else 'missing'}")
+    out = flags.get("out")
+    if out is not None and Path(out).is_dir():
+        raise ValueError(f"--out: {out} is a directory; give a file name")
+
+
+def _load_generator(path: str):
+    """A generator directory for --generator, checked whole first (dpg/checkpoints.py); errors name the directory."""
+    from safetensors import SafetensorError
+
+    from dpg import checkpoints, models
+
+    why = checkpoints.model_dir_problem(path)
+    if why is not None:
+        raise ValueError(f"--generator {path}: {why}")
+    try:
+        return models.load_model(path, role="generator"), models.load_tokenizer(path)
+    except (OSError, ValueError, RuntimeError, SafetensorError) as err:  # e.g. a torn file and no manifest
+        first = str(err).strip().splitlines()[0] if str(err).strip() else ""
+        raise ValueError(f"--generator {path}: cannot be loaded ({type(err).__name__}: {first})") from err
 
 
 def _config(args):
@@ -108,7 +162,9 @@ def _train(args) -> int:
             raise models.ModelNotFoundError(f"{err} (add --stand-in to dry-run with tiny models of the same "
                                             "architecture family)") from err
         return 0
-    api.train(cfg, resume=bool(args.resume), verbosity=args.verbosity)
+    if args.overwrite and args.resume:
+        raise ValueError("train: --overwrite starts a run again and --resume continues it; give one of them")
+    api.train(cfg, resume=bool(args.resume), verbosity=args.verbosity, overwrite=args.overwrite)
     return 0
 
 
@@ -117,7 +173,7 @@ def _generate(args) -> int:
     from dpg import models, sampling, trainer
 
     if args.generator:
-        model, tok = models.load_model(args.generator, role="generator"), models.load_tokenizer(args.generator)
+        model, tok = _load_generator(args.generator)
     else:
         model, tok = trainer.load_generator(cfg)
     temperature = cfg.grpo.temperature if args.temperature is None else args.temperature
@@ -142,7 +198,7 @@ def _evaluate(args) -> int:
         if gen == "initial":
             model, tok = trainer.load_generator(cfg)
         else:
-            model, tok = models.load_model(gen, role="generator"), models.load_tokenizer(gen)
+            model, tok = _load_generator(gen)
         rows = sampling.sample(model, tok, trainer.load_prompts(cfg), args.n, cfg.grpo.max_completion_length,
                                cfg.grpo.temperature, args.seed)
         datasets[gen] = [r["completion"] for r in rows]
@@ -171,7 +227,7 @@ def _check(args) -> int:
     lines = models.corpus_lines()
     examples, _ = to_target_examples([lines[i % len(lines)] for i in range(n)], target_tok, cfg.inner_sft.max_length)
     res = engine.run(examples)
-    h = args.h or (1e-4 if cfg.inner_sft.optimizer == "sgd" else 1e-6)
+    h = args.h if args.h is not None else (1e-4 if cfg.inner_sft.optimizer == "sgd" else 1e-6)
     worst = 0.0
     picks = torch.linspace(0, n - 1, min(args.weights, n)).round().long().unique().tolist()
     print(f"{res.num_steps} inner steps, {n} examples, float64, central differences with h = {h:g}")
@@ -190,14 +246,18 @@ def _check(args) -> int:
 def _plot(args) -> int:
     import matplotlib
 
+    from dpg import fsio
+
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    from dpg.trainer import LOG_FILE, read_log
+    from dpg.checkpoints import read_log
+    from dpg.names import LOG_FILE
 
-    rows = read_log(Path(args.run_dir) / LOG_FILE)
+    # A step whose reward failed (reward.on_error: skip_step) has no Φ: it is left out of the curves, not drawn as 0.
+    rows = [r for r in read_log(Path(args.run_dir) / LOG_FILE) if "phi" in r]
     if not rows:
-        raise ValueError(f"{args.run_dir}: {LOG_FILE} has no steps yet")
+        raise ValueError(f"{args.run_dir}: {LOG_FILE} has no scored steps yet")
     steps = [r["step"] for r in rows]
     proxy_names = sorted({k for r in rows for k in r["proxies"]})
     panels = [("Φ (higher is better)", {"Φ": [r["phi"] for r in rows]}, "linear")]
@@ -220,8 +280,9 @@ def _plot(args) -> int:
     fig.tight_layout()
     out = Path(args.out or Path(args.run_dir) / "curves.png")
     tmp = out.with_name(out.stem + ".tmp.png")
-    fig.savefig(tmp, dpi=110)
-    os.replace(tmp, out)
+    with fsio.writing(out, "writing the plot"):
+        fig.savefig(tmp, dpi=110)
+        os.replace(tmp, out)
     print(f"wrote {out}")
     print(json.dumps({"first": {"step": steps[0], "phi": rows[0]["phi"]}, "last": {"step": steps[-1], "phi": rows[-1]["phi"]}}))
     return 0
