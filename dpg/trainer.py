@@ -196,8 +196,7 @@ class StepLogger(TrainerCallback):
 
     def _write(self, record: dict) -> None:
         self.pending = None
-        with open(self.path, "a") as f:
-            f.write(json.dumps(record) + "\n")
+        fsio.append_line(self.path, json.dumps(record), "appending step to")
         self.console.info(step_line(record, self.cfg.grpo.steps))
         self.console.debug(f"trl: {record.get('trl', {})}")
         for message in record.get("warnings", []):
@@ -240,9 +239,10 @@ class StepLogger(TrainerCallback):
         k = self.cfg.logging.heatmap_every
         if k and hasattr(self.objective, "maps") and state.global_step % k == 0:
             out = Path(self.cfg.output_dir) / "pictures" / f"step{state.global_step:05d}.png"
-            out.parent.mkdir(parents=True, exist_ok=True)
-            objectives.save_pattern_png(self.objective, self.target, last["params"], out,
-                                        title=f"GRPO step {state.global_step}")
+            fsio.make_dir(out.parent)
+            with fsio.writing(out, "saving a heatmap to"):
+                objectives.save_pattern_png(self.objective, self.target, last["params"], out,
+                                            title=f"GRPO step {state.global_step}")
         return control
 
 
