@@ -334,11 +334,77 @@ def hvp_and_dots(model, params: Params, mb, weights: torch.Tensor, v: Params) ->
     all examples: cᵢ·⟨∇sᵢ(θ), v⟩ for the microbatch's rows, plus the token-mean normaliser's term for every example
     of the step). Plain autograd here is 1.4-1.8× faster on CPU than torch.func's forward-over-reverse
     `jvp(grad(L))` (docs/performance.md); no graph outlives the call."""
+    return second_backward(gradient_graph(model, params, [mb], weights), v)
+
+
+@dataclass
+class GradientGraph:
+    """∇_θ Σ_mb L_mb(θ; w) over some microbatches, computed with create_graph=True on the detached leaves θ and w, so
+    that ⟨grads, v⟩ can be differentiated again in both (`second_backward`)."""
+
+    leaves: Params
+    weights: torch.Tensor
+    grads: Params
+    nbytes: int = 0  # the memory it holds, where measured (`_measured_graph`)
+
+
+def gradient_graph(model, params: Params, microbatches, weights: torch.Tensor) -> GradientGraph:
+    """The first backward of `hvp_and_dots`. The gradient's value is bit-identical to `step_gradient`'s (the same
+    kernels, summed over the microbatches in the same order), so a kept step trains exactly like a recomputed one."""
     with torch.enable_grad():
         leaves = {k: p.detach().requires_grad_(True) for k, p in params.items()}
         w_leaf = weights.detach().requires_grad_(True)
-        grads = torch.autograd.grad(microbatch_loss(model, leaves, mb, w_leaf)[0], list(leaves.values()),
+        grads = None
+        for mb in microbatches:
+            g = torch.autograd.grad(microbatch_loss(model, leaves, mb, w_leaf)[0], list(leaves.values()),
                                     create_graph=True, materialize_grads=True)
-        directional = sum((gr * v[k]).sum() for gr, k in zip(grads, leaves))
-        *hvp, w_grad = torch.autograd.grad(directional, [*leaves.values(), w_leaf], materialize_grads=True)
-    return dict(zip(leaves, hvp)), w_grad
+            grads = g if grads is None else [a + b for a, b in zip(grads, g)]
+    return GradientGraph(leaves, w_leaf, dict(zip(leaves, grads)))
+
+
+def second_backward(graph: GradientGraph, v: Params, hvp: bool = True) -> tuple[Params | None, torch.Tensor]:
+    """(∇_θ⟨grads, v⟩, the Hessian-vector product, or None without `hvp`; ∂/∂w⟨grads, v⟩ over all examples). Frees
+    the graph."""
+    with torch.enable_grad():
+        directional = sum((graph.grads[k] * v[k]).sum() for k in graph.leaves)
+        inputs = [*graph.leaves.values(), graph.weights] if hvp else [graph.weights]
+        *h, w_grad = torch.autograd.grad(directional, inputs, materialize_grads=True)
+    return (dict(zip(graph.leaves, h)) if hvp else None), w_grad
+
+
+def _measured_graph(model, params: Params, step: Step, weights: torch.Tensor) -> GradientGraph:
+    """`gradient_graph` of a whole step and the memory it holds: every distinct storage its nodes saved, plus its
+    leaves θ_k and its gradient g_k (counted even where the memory store shares them: the budget errs on the safe
+    side). Storages are told apart by address, so one freed while the graph was built counts until its address is
+    reused."""
+    storages = {}
+
+    def pack(t):
+        storages[t.untyped_storage().data_ptr()] = t.untyped_storage().nbytes()
+        # Not `t` itself: a saved output would then hold its own grad_fn, a cycle through C++ that gc cannot free.
+        # Autograd re-attaches the saved tensor's grad_fn when it unpacks it, so the double backward is unchanged.
+        return t.detach()
+
+    with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
+        graph = gradient_graph(model, params, step.microbatches, weights)
+    for t in (*graph.leaves.values(), *graph.grads.values()):
+        pack(t)
+    graph.nbytes = sum(storages.values())
+    return graph
+
+
+def _tokens(step: Step) -> int:
+    return sum(mb.input_ids.numel() for mb in step.microbatches)
+
+
+def _first_kept(steps: list[Step], k: int, graph: GradientGraph, budget: float) -> int:
+    """The first of the last steps whose graphs should fit in `budget` bytes, estimated from step k's measured graph:
+    θ and g weigh the same in every step, the saved activations scale with the step's padded tokens."""
+    fixed = 2 * sum(t.numel() * t.element_size() for t in graph.grads.values())
+    per_token = (graph.nbytes - fixed) / _tokens(steps[k])
+    total = 0.0
+    for j in reversed(range(len(steps))):
+        total += fixed + per_token * _tokens(steps[j]) if steps[j].microbatches else 0
+        if total > budget:
+            return j + 1
+    return 0

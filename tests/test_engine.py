@@ -4,6 +4,10 @@ Tolerances: central finite differences ≤ 1e-5 relative per weight; the indepen
 relative to the largest metagradient (max |engine − reference| ≤ 1e-8 · max |reference|).
 """
 
+import math
+import re
+from pathlib import Path
+
 import pytest
 import torch
 from conftest import random_examples, tiny_gpt2
@@ -274,3 +278,98 @@ def test_a_failed_state_write_raises_instead_of_giving_metagrads(monkeypatch, tm
         engine.run(random_examples(N))
     assert len(written) == 4  # every step was written (the failure surfaced when the reverse pass reached step 1)
     assert list(tmp_path.iterdir()) == []
+
+
+# -- graph budget: kept graphs give the same metagradients --------------------------------------------------------------
+
+def full_graph_mb(setup, **extra):
+    """The memory of every step's graph, as the engine measures it (budget unlimited)."""
+    res = engine_for(setup, graph_budget_mb=math.inf, **extra).run(random_examples(N))
+    assert res.kept_steps == res.num_steps == 4
+    return res.graph_mb
+
+
+@pytest.mark.parametrize("setup", list(SETUPS))  # SGD, SGD + momentum, AdamW; token_mean and official; 2 mb per step
+@pytest.mark.parametrize("budget", ["half", "unlimited"])
+def test_kept_graphs_give_identical_metagrads(setup, budget):
+    examples = random_examples(N)
+    reference = engine_for(setup).run(examples)
+    assert reference.kept_steps == 0 and reference.graph_mb == 0  # the default budget is 0: today's recompute path
+    mb = math.inf if budget == "unlimited" else full_graph_mb(setup) / 2
+    res = engine_for(setup, graph_budget_mb=mb).run(examples)
+    assert res.value == reference.value  # the kept step gradients are bit-identical: the same training run
+    assert (res.metagrads - reference.metagrads).abs().max() <= 1e-12 * reference.metagrads.abs().max()
+    assert res.kept_steps == (4 if budget == "unlimited" else 2)  # half: the short last step and the one before
+    assert 0 < res.graph_mb <= mb
+
+
+@pytest.mark.parametrize("storage", [dict(state_storage="disk"), dict(state_storage="recompute", recompute_segment=3)])
+@pytest.mark.parametrize("budget", ["half", "unlimited"])
+def test_kept_graphs_work_with_every_state_storage(storage, budget, tmp_path):
+    examples = random_examples(N)
+    reference = engine_for("adamw").run(examples)
+    mb = math.inf if budget == "unlimited" else full_graph_mb("adamw") / 2
+    if storage["state_storage"] == "disk":
+        storage = dict(storage, state_dir=str(tmp_path))
+    res = engine_for("adamw", graph_budget_mb=mb, **storage).run(examples)
+    assert res.kept_steps == (4 if budget == "unlimited" else 2)
+    assert (res.metagrads - reference.metagrads).abs().max() <= 1e-12 * reference.metagrads.abs().max()
+
+
+def test_the_last_steps_are_kept_and_never_more_than_the_budget(monkeypatch):
+    """The estimate picks the last steps that fit; when a graph turns out larger than estimated (here: an estimate
+    that says everything fits), the earliest kept one is dropped, so the kept graphs stay within the budget."""
+    import dpg.metagrad
+    from dpg.sft import make_schedule
+
+    engine, examples = engine_for("adamw"), random_examples(N)
+    steps = make_schedule(examples, engine.cfg)
+    w = torch.ones(N, dtype=torch.float64)
+    sizes = {}
+    engine.cfg.graph_budget_mb = math.inf
+    engine._train(steps, w, graphs=sizes)
+    sizes = {k: g.nbytes for k, g in sizes.items()}
+    engine.cfg.graph_budget_mb = (sizes[2] + sizes[3]) * 1.01 / 2**20
+    kept = {}
+    engine._train(steps, w, graphs=kept)
+    assert sorted(kept) == [2, 3]
+    monkeypatch.setattr(dpg.metagrad, "_first_kept", lambda *args: 0)
+    kept = {}
+    engine._train(steps, w, graphs=kept)
+    assert sorted(kept) == [2, 3]
+    reference = engine_for("adamw").run(examples)
+    res = engine.run(examples)
+    assert res.kept_steps == 2 and res.graph_mb <= engine.cfg.graph_budget_mb
+    assert (res.metagrads - reference.metagrads).abs().max() <= 1e-12 * reference.metagrads.abs().max()
+
+
+def test_auto_budget_is_a_fraction_of_the_free_memory():
+    from dpg.sft_config import AUTO_GRAPH_BUDGET
+
+    engine = engine_for("adamw", graph_budget_mb="auto")
+    available = int(re.search(r"^MemAvailable:\s+(\d+) kB", Path("/proc/meminfo").read_text(), re.M).group(1)) * 1024
+    assert engine._graph_budget() == pytest.approx(AUTO_GRAPH_BUDGET * available, rel=0.1)  # free memory moves
+    examples = random_examples(N)
+    res = engine.run(examples)  # a few MB of graphs against GBs free: every step is kept
+    assert res.kept_steps == 4
+    reference = engine_for("adamw").run(examples)
+    assert (res.metagrads - reference.metagrads).abs().max() <= 1e-12 * reference.metagrads.abs().max()
+
+
+@pytest.mark.parametrize("value", [-1, float("nan"), "lots", True, None])
+def test_bad_graph_budget_names_the_field(value):
+    with pytest.raises(ValueError, match=rf"inner_sft.graph_budget_mb: invalid value {re.escape(repr(value))}"):
+        InnerSFTConfig(graph_budget_mb=value)
+
+
+def test_graph_budget_loads_from_yaml(tmp_path):
+    from dpg.config import ConfigError, load_config
+
+    path = tmp_path / "c.yaml"
+    for text, expected in [("auto", "auto"), ("512", 512.0), ("1.5e3", 1500.0), ("0", 0.0)]:
+        path.write_text(f"inner_sft:\n  graph_budget_mb: {text}\n")
+        assert load_config(path).inner_sft.graph_budget_mb == expected
+    for text in ["-5", "lots"]:
+        path.write_text(f"inner_sft:\n  graph_budget_mb: {text}\n")
+        with pytest.raises(ConfigError, match="inner_sft.graph_budget_mb"):
+            load_config(path)
