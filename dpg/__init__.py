@@ -1,9 +1,15 @@
 """dpg: Dataset Policy Gradient — train synthetic-data generators with exact metagradient rewards.
 
+    import dpg
+    run = dpg.train(dpg.DPGConfig.from_yaml("configs/quickstart.yaml", ["grpo.steps=30"]))
+
 Importing dpg (and its config layer) does not import torch: the CLI validates a config in a fraction of a second,
-and the torch-side names below are imported on first use.
+and the model side is imported when a function runs (the engine names below on first use).
 """
 
+from dpg.api import evaluate, generate, plot, train
+from dpg.config import DPGConfig, load_config
+from dpg.evaluation import Evaluation
 from dpg.sft_config import InnerSFTConfig
 
 _LAZY = {"MetagradEngine": "dpg.metagrad", "MetagradResult": "dpg.metagrad"}
@@ -17,5 +23,6 @@ def __getattr__(name: str):
     raise AttributeError(f"module 'dpg' has no attribute {name!r}")
 
 
-__all__ = ["InnerSFTConfig", "MetagradEngine", "MetagradResult"]
+__all__ = ["DPGConfig", "Evaluation", "InnerSFTConfig", "MetagradEngine", "MetagradResult", "evaluate", "generate",
+           "load_config", "plot", "train"]
 __version__ = "0.1.0"

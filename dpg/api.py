@@ -14,9 +14,13 @@ Importing this module imports no torch; each function imports the model side whe
 from __future__ import annotations
 
 import dataclasses
+import sys
+from collections.abc import Sequence
 from pathlib import Path
 
 from dpg.config import DPGConfig, build, validate
+from dpg.console import Console
+from dpg.evaluation import Estimate, Evaluation, SourceResult
 
 
 def checked(cfg: DPGConfig) -> DPGConfig:
@@ -39,3 +43,107 @@ def train(cfg: DPGConfig, resume: bool = False, verbosity: str | None = None, ov
 
     trainer.train(cfg, resume=resume, verbosity=verbosity, overwrite=overwrite)
     return Path(cfg.output_dir)
+
+
+def generate(cfg: DPGConfig, n: int, out: str | Path, generator: str | Path | None = None,
+             temperature: float | None = None, seed: int = 0, format: str = "jsonl",
+             verbosity: str = "info") -> Path:
+    """Sample n completions from `generator` (a directory such as RUN/final; default the config's generator) and
+    write them to `out`: a JSONL file ({"prompt", "completion"} per line), or with format="hf" a `datasets` dataset
+    directory (load it with datasets.load_from_disk). Returns `out`."""
+    cfg = checked(cfg)
+    if format not in ("jsonl", "hf"):
+        raise ValueError(f"format: expected 'jsonl' or 'hf', got {format!r}")
+    from dpg import console, sampling, trainer
+
+    console.quiet_libraries(verbosity)
+    model, tok = _generator(cfg, generator)
+    rows = sampling.sample(model, tok, trainer.load_prompts(cfg), n, cfg.grpo.max_completion_length,
+                           cfg.grpo.temperature if temperature is None else temperature, seed,
+                           progress=_bars(verbosity))
+    return sampling.write_hf(rows, out) if format == "hf" else sampling.write_jsonl(rows, out)
+
+
+def evaluate(cfg: DPGConfig, generators: Sequence[str | Path] = (), data: Sequence[str | Path] = (), n: int = 64,
+             repeats: int = 1, seed: int = 0, verbosity: str = "info") -> Evaluation:
+    """The end-to-end test of generated data: a fresh SFT of the target on each source, then Φ and the proxies.
+
+    generators: "initial" (the config's generator) or generator directories (RUN/final, RUN/checkpoint-N), each
+    sampled for n completions per repeat; data: JSONL files or dataset directories from `generate`. Repeat r samples
+    with seed + r and shuffles the inner SFT with inner_sft.seed + r, the same for every source, so differences are
+    paired. Returns an Evaluation: print it for the table, .difference(a, b), .to_dict() for JSON."""
+    cfg = checked(cfg)
+    if not generators and not data:
+        raise ValueError("evaluate: give generators (e.g. ['initial', 'runs/x/final']) and/or data files")
+    for key, value in (("n", n), ("repeats", repeats)):
+        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+            raise ValueError(f"{key}: must be an integer ≥ 1, got {value!r}")
+    names = [str(x) for x in (*generators, *data)]
+    if len(set(names)) < len(names):
+        raise ValueError(f"evaluate: a source is named twice in {names}")
+    console = Console(verbosity)
+    from dpg import sampling, trainer
+    from dpg.console import quiet_libraries
+    from dpg.metagrad import MetagradEngine
+    from dpg.rewards import to_target_examples
+
+    quiet_libraries(verbosity)
+    # Sources first (generators sampled one at a time, then freed), so a bad path fails before any SFT runs.
+    texts: dict[str, list[list[str]]] = {}  # source -> completions of each repeat
+    for path in data:
+        texts[str(path)] = [sampling.read_completions(path)] * repeats
+    prompts = trainer.load_prompts(cfg) if generators else []
+    for gen in generators:
+        model, tok = _generator(cfg, None if str(gen) == "initial" else gen)
+        texts[str(gen)] = [[row["completion"] for row in sampling.sample(
+            model, tok, prompts, n, cfg.grpo.max_completion_length, cfg.grpo.temperature, seed + r,
+            progress=_bars(verbosity))] for r in range(repeats)]
+        del model
+    engine, _, target_tok = trainer.build_engine(cfg)
+    runs: dict[str, list] = {name: [] for name in names}  # (result, examples, truncated) per repeat
+    for r in range(repeats):
+        inner = dataclasses.replace(cfg.inner_sft, seed=cfg.inner_sft.seed + r)
+        eng = engine if r == 0 else MetagradEngine(engine.model, engine.objective, inner)
+        for name in names:
+            examples, truncated = to_target_examples(texts[name][r], target_tok, cfg.inner_sft.max_length)
+            res = eng.evaluate(examples)
+            runs[name].append((res, len(examples), truncated))
+            console.debug(f"repeat {r + 1}/{repeats} {name}: Φ = {res.value:.6g} {res.proxies}")
+    generator_names = {str(g) for g in generators}
+    sources = [SourceResult(name, "generator" if name in generator_names else "data",
+                            Estimate([res.value for res, _, _ in runs[name]]),
+                            {k: Estimate([res.proxies[k] for res, _, _ in runs[name]]) for k in runs[name][0][0].proxies},
+                            [e for _, e, _ in runs[name]], [t for _, _, t in runs[name]], runs[name][0][0].num_steps)
+               for name in names]
+    return Evaluation(sources, repeats, n, seed)
+
+
+def _bars(verbosity: str) -> bool:
+    """Sampling progress bars: on a terminal only (in a log file each update would be a line)."""
+    return verbosity != "quiet" and sys.stderr.isatty()
+
+
+def _generator(cfg: DPGConfig, path: str | Path | None):
+    """(model, tokenizer): the config's generator (path None) or one saved in a directory, checked whole first
+    (dpg/checkpoints.py); errors name the directory."""
+    from safetensors import SafetensorError
+
+    from dpg import checkpoints, models, trainer
+
+    if path is None:
+        return trainer.load_generator(cfg)
+    why = checkpoints.model_dir_problem(path)
+    if why is not None:
+        raise ValueError(f"--generator {path}: {why}")
+    try:
+        return models.load_model(str(path), role="generator"), models.load_tokenizer(str(path))
+    except (OSError, ValueError, RuntimeError, SafetensorError) as err:  # e.g. a torn file and no manifest
+        first = str(err).strip().splitlines()[0] if str(err).strip() else ""
+        raise ValueError(f"--generator {path}: cannot be loaded ({type(err).__name__}: {first})") from err
+
+
+def plot(runs: str | Path | Sequence[str | Path], out: str | Path | None = None) -> Path:
+    """Training curves of a run, or of several overlaid, as a PNG (default RUN/curves.png); returns its path."""
+    from dpg import plotting
+
+    return plotting.plot([runs] if isinstance(runs, (str, Path)) else list(runs), out)

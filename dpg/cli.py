@@ -36,18 +36,24 @@ def main(argv: list[str] | None = None) -> int:
     g.add_argument("overrides", nargs="*")
     g.add_argument("--generator", help="generator directory (default: the config's generator)")
     g.add_argument("-n", type=int, default=64)
-    g.add_argument("--out", required=True, help="JSONL file to write")
+    g.add_argument("--out", required=True, help="JSONL file to write (--format hf: a new dataset directory)")
+    g.add_argument("--format", choices=["jsonl", "hf"], default="jsonl",
+                   help="jsonl: one {prompt, completion} per line; hf: a `datasets` directory (load_from_disk)")
     g.add_argument("--temperature", type=float, default=None, help="> 0 samples; 0 = greedy (default: grpo.temperature)")
     g.add_argument("--seed", type=int, default=0)
 
     e = sub.add_parser("evaluate", help="fresh SFT of the target on sampled data, then Φ and proxies")
     e.add_argument("config")
     e.add_argument("overrides", nargs="*")
-    e.add_argument("--data", nargs="+", metavar="JSONL", help="datasets to evaluate (from `dpg generate`)")
-    e.add_argument("--generator", nargs="+", metavar="DIR", help="generators to sample from and evaluate")
-    e.add_argument("-n", type=int, default=64, help="examples sampled per generator")
+    e.add_argument("--data", nargs="+", metavar="DATA", help="datasets to evaluate (from `dpg generate`: JSONL "
+                   "files or --format hf directories)")
+    e.add_argument("--generator", nargs="+", metavar="DIR", help="generators to sample from and evaluate ('initial' "
+                   "= the config's); the first generator (else the first --data) is the baseline of the paired differences")
+    e.add_argument("-n", type=int, default=64, help="examples sampled per generator and repeat")
+    e.add_argument("--repeats", type=int, default=1, help="R repeats with fresh samples (seed + r) and SFT shuffles "
+                   "(inner_sft.seed + r): mean ± standard error, paired differences")
     e.add_argument("--seed", type=int, default=0)
-    e.add_argument("--out", help="write the results as JSON here")
+    e.add_argument("--out", help="write the results (every repeat, means, standard errors, differences) as JSON here")
 
     c = sub.add_parser("check", help="finite-difference check of the engine on the configured target and objective")
     c.add_argument("config")
@@ -57,9 +63,10 @@ def main(argv: list[str] | None = None) -> int:
     c.add_argument("--h", type=float, default=None, help="FD step (default 1e-4 for SGD, 1e-6 for AdamW)")
     c.add_argument("--tol", type=float, default=1e-4, help="exit 1 if the max relative error exceeds this")
 
-    pl = sub.add_parser("plot", help="curves from a run's log.jsonl")
-    pl.add_argument("run_dir")
-    pl.add_argument("--out", help="PNG path (default RUN_DIR/curves.png)")
+    pl = sub.add_parser("plot", help="curves from the log.jsonl of one run, or of several overlaid")
+    pl.add_argument("run_dirs", nargs="+", metavar="RUN_DIR")
+    pl.add_argument("--out", help="PNG path (default RUN_DIR/curves.png; several runs: compare.png in their common "
+                    "parent directory)")
 
     for verb in sub.choices.values():  # every command, including any added above
         verb.add_argument("-q", "--quiet", dest="verbosity", action="store_const", const="quiet",
@@ -90,7 +97,7 @@ def main(argv: list[str] | None = None) -> int:
 def _check_flags(args) -> None:
     """Every flag's value and path, before anything loads; each error names the flag and the value."""
     flags = vars(args)
-    lowest = {"n": 0 if args.command == "check" else 1, "weights": 1, "seed": 0}
+    lowest = {"n": 0 if args.command == "check" else 1, "weights": 1, "seed": 0, "repeats": 1}
     for name, low in lowest.items():
         value = flags.get(name)
         if value is not None and not low <= value < 2**63:
@@ -99,34 +106,20 @@ def _check_flags(args) -> None:
         value = flags.get(name)
         if value is not None and not (math.isfinite(value) and (value >= low if low is not None else value > 0)):
             raise ValueError(f"--{name}: must be a finite number {'≥ 0' if low is not None else '> 0'}, got {value}")
-    for path in flags.get("data") or []:
-        if not Path(path).is_file():
+    for path in flags.get("data") or []:  # a JSONL file, or a dataset directory (dpg generate --format hf)
+        if not Path(path).is_file() and not Path(path).is_dir():
             raise ValueError(f"--data: {path} is {'not a file' if Path(path).exists() else 'missing'}")
     generators = flags.get("generator") or []
     for path in [generators] if isinstance(generators, str) else generators:
         if path != "initial" and not Path(path).is_dir():
             raise ValueError(f"--generator: {path} is not a directory (a generator saved by dpg train, or 'initial')")
-    if args.command == "plot" and not Path(args.run_dir).is_dir():
-        raise ValueError(f"RUN_DIR: {args.run_dir} is {'not a directory' if Path(args.run_dir).exists() else 'missing'}")
+    for run_dir in flags.get("run_dirs") or []:
+        if not Path(run_dir).is_dir():
+            raise ValueError(f"RUN_DIR: {run_dir} is {'not a directory' if Path(run_dir).exists() else 'missing'}")
     out = flags.get("out")
     if out is not None and Path(out).is_dir():
-        raise ValueError(f"--out: {out} is a directory; give a file name")
-
-
-def _load_generator(path: str):
-    """A generator directory for --generator, checked whole first (dpg/checkpoints.py); errors name the directory."""
-    from safetensors import SafetensorError
-
-    from dpg import checkpoints, models
-
-    why = checkpoints.model_dir_problem(path)
-    if why is not None:
-        raise ValueError(f"--generator {path}: {why}")
-    try:
-        return models.load_model(path, role="generator"), models.load_tokenizer(path)
-    except (OSError, ValueError, RuntimeError, SafetensorError) as err:  # e.g. a torn file and no manifest
-        first = str(err).strip().splitlines()[0] if str(err).strip() else ""
-        raise ValueError(f"--generator {path}: cannot be loaded ({type(err).__name__}: {first})") from err
+        raise ValueError(f"--out: {out} is a directory; give a new {'directory' if flags.get('format') == 'hf' else 'file'} "
+                         "name")
 
 
 def _config(args):
@@ -169,48 +162,27 @@ def _train(args) -> int:
 
 
 def _generate(args) -> int:
-    cfg = _config(args)
-    from dpg import models, sampling, trainer
+    from dpg import api
 
-    if args.generator:
-        model, tok = _load_generator(args.generator)
-    else:
-        model, tok = trainer.load_generator(cfg)
-    temperature = cfg.grpo.temperature if args.temperature is None else args.temperature
-    rows = sampling.sample(model, tok, trainer.load_prompts(cfg), args.n, cfg.grpo.max_completion_length,
-                           temperature, args.seed)
-    print(f"wrote {len(rows)} completions to {sampling.write_jsonl(rows, args.out)}")
+    cfg = _config(args)
+    out = api.generate(cfg, args.n, args.out, generator=args.generator, temperature=args.temperature, seed=args.seed,
+                       format=args.format, verbosity=args.verbosity or "info")
+    print(f"wrote {args.n} completions to {out}")
     return 0
 
 
 def _evaluate(args) -> int:
-    cfg = _config(args)
-    from dpg import models, sampling, trainer
-    from dpg.rewards import to_target_examples
+    from dpg import api, fsio
 
+    cfg = _config(args)
     if not args.data and not args.generator:
-        raise ValueError("evaluate: give --data JSONL... or --generator DIR...")
-    engine, _, target_tok = trainer.build_engine(cfg)
-    datasets = {}
-    for path in args.data or []:
-        datasets[path] = sampling.read_completions(path)
-    for gen in args.generator or []:
-        if gen == "initial":
-            model, tok = trainer.load_generator(cfg)
-        else:
-            model, tok = _load_generator(gen)
-        rows = sampling.sample(model, tok, trainer.load_prompts(cfg), args.n, cfg.grpo.max_completion_length,
-                               cfg.grpo.temperature, args.seed)
-        datasets[gen] = [r["completion"] for r in rows]
-    results = {}
-    for name, texts in datasets.items():
-        examples, truncated = to_target_examples(texts, target_tok, cfg.inner_sft.max_length)
-        res = engine.evaluate(examples)
-        results[name] = {"phi": res.value, "proxies": res.proxies, "examples": len(examples), "truncated": truncated}
-        proxies = "  ".join(f"{k}={v:.6g}" for k, v in res.proxies.items())
-        print(f"{name}: Φ = {res.value:.6g}  {proxies}  ({len(examples)} examples, {res.num_steps} SFT steps)")
+        raise ValueError("evaluate: give --data FILE... or --generator DIR...")
+    result = api.evaluate(cfg, generators=args.generator or [], data=args.data or [], n=args.n, repeats=args.repeats,
+                          seed=args.seed, verbosity=args.verbosity or "info")
+    print(result)
     if args.out:
-        sampling.write_jsonl([{"source": k, **v} for k, v in results.items()], args.out)
+        fsio.write_text(args.out, json.dumps(result.to_dict(), indent=1) + "\n")
+        print(f"wrote {args.out}")
     return 0
 
 
@@ -244,47 +216,14 @@ def _check(args) -> int:
 
 
 def _plot(args) -> int:
-    import matplotlib
+    from dpg import plotting
 
-    from dpg import fsio
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    from dpg.checkpoints import read_log
-    from dpg.names import LOG_FILE
-
-    # A step whose reward failed (reward.on_error: skip_step) has no Φ: it is left out of the curves, not drawn as 0.
-    rows = [r for r in read_log(Path(args.run_dir) / LOG_FILE) if "phi" in r]
-    if not rows:
-        raise ValueError(f"{args.run_dir}: {LOG_FILE} has no scored steps yet")
-    steps = [r["step"] for r in rows]
-    proxy_names = sorted({k for r in rows for k in r["proxies"]})
-    panels = [("Φ (higher is better)", {"Φ": [r["phi"] for r in rows]}, "linear")]
-    panels += [(f"proxy: {k}", {k: [r["proxies"].get(k, float("nan")) for r in rows]}, "linear") for k in proxy_names]
-    panels.append(("raw reward std vs advantage eps", {
-        "raw std": [r["advantage_scaling"]["raw_std"] for r in rows],
-        "eps floor": [r["advantage_scaling"]["eps_floor"] for r in rows],
-        "TRL floor 1e-4": [1e-4 for _ in rows]}, "log"))
-    panels.append(("seconds per step", {k: [r["seconds"][k] for r in rows]
-                                        for k in ("generation", "reward", "policy_update")}, "linear"))
-    fig, axes = plt.subplots(1, len(panels), figsize=(4.2 * len(panels), 3.4), squeeze=False)
-    for ax, (title, series, scale) in zip(axes[0], panels):
-        for label, ys in series.items():
-            ax.plot(steps, ys, marker=".", label=label)
-        ax.set_title(title, fontsize=10)
-        ax.set_xlabel("GRPO step")
-        ax.set_yscale(scale)
-        if len(series) > 1:
-            ax.legend(fontsize=8)
-    fig.tight_layout()
-    out = Path(args.out or Path(args.run_dir) / "curves.png")
-    tmp = out.with_name(out.stem + ".tmp.png")
-    with fsio.writing(out, "writing the plot"):
-        fig.savefig(tmp, dpi=110)
-        os.replace(tmp, out)
+    out = plotting.plot(args.run_dirs, args.out)
     print(f"wrote {out}")
-    print(json.dumps({"first": {"step": steps[0], "phi": rows[0]["phi"]}, "last": {"step": steps[-1], "phi": rows[-1]["phi"]}}))
+    for run_dir in args.run_dirs:  # where each run started and ended: the numbers behind the picture
+        rows = plotting.load_run(run_dir).rows
+        print(f"{run_dir}: Φ {rows[0]['phi']:.6g} (step {rows[0]['step']}) → {rows[-1]['phi']:.6g} "
+              f"(step {rows[-1]['step']})")
     return 0
 
 

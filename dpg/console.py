@@ -109,12 +109,14 @@ _LOSS_TYPE_FILTER = _DropMatching(_LOSS_TYPE)
 
 
 def quiet_libraries(verbosity: str) -> None:
-    """Drop the known-harmless warnings and progress bars of transformers / TRL (all shown at `debug`). Imports
-    transformers: called on the model side only."""
+    """Drop the known-harmless warnings and progress bars of transformers, TRL and datasets (all shown at `debug`).
+    Imports transformers: called on the model side only."""
     if verbosity == "debug":
         return
     warnings.filterwarnings("ignore", message=_DEPRECATED, category=FutureWarning)
     logging.getLogger("transformers.modeling_utils").addFilter(_LOSS_TYPE_FILTER)  # addFilter ignores a repeat
+    import datasets
     from transformers.utils import logging as hf_logging
 
     hf_logging.disable_progress_bar()  # "Loading weights", "Writing model shards": one bar per load/save
+    datasets.disable_progress_bars()  # "Saving the dataset", "Map": one bar per dataset operation

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 
 import torch
@@ -41,9 +42,28 @@ def write_jsonl(rows: list[dict], path: str | Path) -> Path:
     return fsio.write_text(path, "".join(json.dumps(r) + "\n" for r in rows))
 
 
-def read_completions(path: str | Path) -> list[str]:
-    """The "completion" texts of a JSONL dataset (what `dpg generate` writes); every row must hold text."""
+def write_hf(rows: list[dict], path: str | Path) -> Path:
+    """Write `rows` as a `datasets` dataset directory (datasets.load_from_disk reads it back), atomically: saved to a
+    temporary sibling, then renamed. An existing `path` is an error, never overwritten."""
+    from datasets import Dataset
+
     path = Path(path)
+    if path.exists():
+        raise FileExistsError(f"--out: {path} already exists; give a new directory for the dataset")
+    fsio.make_dir(path.parent)
+    tmp = path.with_name(f"{path.name}.tmp-{os.getpid()}")
+    with fsio.writing(path, "writing the dataset"):
+        Dataset.from_list(rows).save_to_disk(str(tmp))
+        os.replace(tmp, path)
+    return path
+
+
+def read_completions(path: str | Path) -> list[str]:
+    """The "completion" texts of a JSONL dataset or a dataset directory (what `dpg generate` writes, with --format
+    jsonl or hf); every row must hold text."""
+    path = Path(path)
+    if path.is_dir():
+        return _read_dataset_dir(path)
     if not path.is_file():
         raise FileNotFoundError(f"{path}: {'is not a file' if path.exists() else 'no such file'}")
     try:
@@ -62,6 +82,25 @@ def read_completions(path: str | Path) -> list[str]:
             if not isinstance(row["completion"], str):
                 raise ValueError(f"{path} line {n}: 'completion' is {row['completion']!r}, not text")
             rows.append(row["completion"])
+    if not rows:
+        raise ValueError(f"{path}: no completions")
+    return rows
+
+
+def _read_dataset_dir(path: Path) -> list[str]:
+    from datasets import load_from_disk
+
+    try:
+        ds = load_from_disk(str(path))
+    except FileNotFoundError:
+        raise ValueError(f"{path}: a directory, but not a dataset saved by `datasets` (dpg generate --format hf)") \
+            from None
+    if "completion" not in ds.column_names:
+        raise ValueError(f"{path}: the dataset has no 'completion' column (columns: {ds.column_names})")
+    rows = list(ds["completion"])
+    bad = next((i for i, x in enumerate(rows) if not isinstance(x, str)), None)
+    if bad is not None:
+        raise ValueError(f"{path} row {bad}: 'completion' is {rows[bad]!r}, not text")
     if not rows:
         raise ValueError(f"{path}: no completions")
     return rows

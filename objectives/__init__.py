@@ -7,13 +7,23 @@ returning readable floats. See docs/objectives.md.
     objective = objectives.get("weight_pattern", pattern="qr", text="hello")
     objective = objectives.from_config({"name": "l2_norm"})
     objective = objectives.get("my_package.my_module:make_objective", scale=2.0)   # your own, imported by name
+    objective = objectives.get("path/to/my_objective.py:MyObjective")             # or from a file
+
+'module.path:callable' is looked up on sys.path and then in the working directory (a console script such as `dpg`
+does not have it on sys.path, unlike `python -m`); 'path/to/file.py:callable' loads that file (relative to the
+working directory).
 """
 
 from __future__ import annotations
 
+import hashlib
 import importlib
+import importlib.util
 import inspect
+import os
+import sys
 from collections.abc import Mapping
+from pathlib import Path
 
 from objectives.pictures import save_pattern_png
 from objectives.text import TargetString, TextLoss
@@ -56,20 +66,48 @@ def _is_objective_itself(obj) -> bool:
     return len(required) == 2 and all(p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD) for p in required)
 
 
-def _import(spec: str):
-    module_name, _, attr = spec.partition(":")
+def _import(spec: str, key: str):
+    module_name, _, attr = spec.rpartition(":")  # the last colon: a Windows path has one of its own
     if not module_name or not attr:
-        raise ValueError(f"name: {spec!r} should look like 'package.module:callable'")
-    try:
-        module = importlib.import_module(module_name)
-    except ImportError as e:
-        raise ValueError(f"name: cannot import module {module_name!r} for objective {spec!r}: {e}") from e
+        raise ValueError(f"{key}: {spec!r} should look like 'package.module:callable' or 'path/to/file.py:callable'")
+    module = _load_file(module_name, spec, key) if module_name.endswith(".py") else _load_module(module_name, spec, key)
     obj = module
     for part in attr.split("."):
         if not hasattr(obj, part):
-            raise ValueError(f"name: module {module_name!r} has no attribute {attr!r}")
+            raise ValueError(f"{key}: {module_name!r} has no attribute {attr!r} (objective {spec!r})")
         obj = getattr(obj, part)
     return obj
+
+
+def _load_module(module_name: str, spec: str, key: str):
+    # The working directory comes last, so a file there never shadows an installed package; it stays on sys.path
+    # because the module may import its neighbours later.
+    if os.getcwd() not in sys.path:
+        sys.path.append(os.getcwd())
+    try:
+        return importlib.import_module(module_name)
+    except ImportError as e:
+        raise ValueError(f"{key}: cannot import module {module_name!r} for objective {spec!r} (looked on sys.path "
+                         f"and in the working directory {os.getcwd()}): {e}") from e
+
+
+def _load_file(filename: str, spec: str, key: str):
+    path = Path(filename).expanduser().resolve()
+    if not path.is_file():
+        raise ValueError(f"{key}: no file {filename!r} for objective {spec!r} (relative to the working directory "
+                         f"{os.getcwd()})")
+    name = f"dpg_objective_{path.stem}_{hashlib.sha1(str(path).encode()).hexdigest()[:8]}"  # one module per file
+    if name not in sys.modules:
+        module_spec = importlib.util.spec_from_file_location(name, path)
+        module = importlib.util.module_from_spec(module_spec)
+        sys.modules[name] = module  # before running it: dataclasses and pickle look the module up by name
+        try:
+            module_spec.loader.exec_module(module)
+        except Exception as e:
+            del sys.modules[name]
+            raise ValueError(f"{key}: loading {filename!r} for objective {spec!r} failed: "
+                             f"{type(e).__name__}: {e}") from e
+    return sys.modules[name]
 
 
 def _build(obj, params: dict, label: str):
@@ -99,15 +137,17 @@ def _build(obj, params: dict, label: str):
     return objective
 
 
-def _resolve(name):
-    """The factory or objective that `name` stands for: a registered name, 'module.path:callable', or an object."""
+def _resolve(name, key: str = "name"):
+    """The factory or objective that `name` stands for: a registered name, 'module.path:callable', a
+    'path/to/file.py:callable', or an object. `key` names the setting in errors (objective.name in a config)."""
     if not isinstance(name, str):
         return name
     if name in _REGISTRY:
         return _REGISTRY[name]
     if ":" in name:
-        return _import(name)
-    raise ValueError(f"name: unknown objective {name!r}; known: {names()}, or 'package.module:callable' for your own")
+        return _import(name, key)
+    raise ValueError(f"{key}: unknown objective {name!r}; known: {names()}, or 'package.module:callable' / "
+                     "'path/to/file.py:callable' for your own")
 
 
 def _keywords(factory) -> set[str]:
@@ -135,7 +175,7 @@ def from_config(config: Mapping, **context):
         raise ValueError(f"objective config: expected a mapping with a 'name' key, got {config!r}")
     params = dict(config)
     name = params.pop("name")
-    factory = _resolve(name)
+    factory = _resolve(name, "objective.name")
     accepted = _keywords(factory)
     for key, value in context.items():
         replaced = key in params or (key == "tokenizer" and "tokenizer_path" in params)

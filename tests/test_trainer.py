@@ -102,11 +102,11 @@ def test_generate_evaluate_and_check(tmp_path, capsys):
     rows = [json.loads(x) for x in (tmp_path / "d.jsonl").read_text().splitlines()]
     assert len(rows) == 6 and all(set(r) == {"prompt", "completion"} for r in rows)
     assert main(["evaluate", *cfg, "--data", str(tmp_path / "d.jsonl"), "--generator", "initial", "-n", "6",
-                 "--out", str(tmp_path / "e.jsonl")]) == 0
-    results = [json.loads(x) for x in (tmp_path / "e.jsonl").read_text().splitlines()]
-    assert [r["examples"] for r in results] == [6, 6]
+                 "--out", str(tmp_path / "e.json")]) == 0
+    results = json.loads((tmp_path / "e.json").read_text())["sources"]
+    assert [r["examples"] for r in results] == [[6], [6]]
     # Same sampler, same seed, same generator: the file and the fresh sample are one dataset, so one Φ.
-    assert results[0]["phi"] == pytest.approx(results[1]["phi"], rel=1e-9)
+    assert results[0]["phi"]["mean"] == pytest.approx(results[1]["phi"]["mean"], rel=1e-9)
     capsys.readouterr()
     assert main(["check", *cfg, "inner_sft.optimizer=sgd", "inner_sft.lr=0.5"]) == 0
     out = capsys.readouterr().out
