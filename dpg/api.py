@@ -18,6 +18,7 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
+from dpg import validation
 from dpg.config import DPGConfig, build, validate
 from dpg.console import Console
 from dpg.evaluation import Estimate, Evaluation, SourceResult
@@ -39,6 +40,8 @@ def train(cfg: DPGConfig, resume: bool = False, verbosity: str | None = None, ov
     none; a finished run is left as it is). `overwrite`: delete the run already in cfg.output_dir and start again.
     `verbosity`: quiet / info / debug, default cfg.logging.verbosity."""
     cfg = checked(cfg)
+    if not resume:  # where the run goes is refused at once, before the model libraries load
+        validation.check_new_run(cfg.output_dir, overwrite)
     from dpg import trainer
 
     trainer.train(cfg, resume=resume, verbosity=verbosity, overwrite=overwrite)

@@ -413,10 +413,9 @@ def train(cfg: DPGConfig, resume: bool = False, verbosity: str | None = None, ov
                 print(f"dpg train: {out} is finished: final/ holds step {point.step} of {cfg.grpo.steps}; nothing to do")
             return out / "final"
         checkpoint = point.checkpoint
-    elif not overwrite and checkpoints.run_files(out):
-        raise FileExistsError(f"output_dir: {out} already holds a run ({', '.join(checkpoints.run_files(out))}); "
-                              f"continue it with `dpg train --resume {out}` or start it again with --overwrite")
-    validation.check_output_dir(cfg.output_dir)
+        validation.check_output_dir(cfg.output_dir)
+    else:
+        validation.check_new_run(cfg.output_dir, overwrite)
     procs.wait_for_everyone()  # every process has checked the run directory before the main one writes to it
     if procs.is_main_process and resume:
         for line in point.warnings:

@@ -13,6 +13,7 @@ from typing import Any
 
 import yaml
 
+from dpg.checkpoints import run_files
 from dpg.config import ConfigError
 from dpg.fsio import writable_dir_problem
 
@@ -31,6 +32,7 @@ AT_LEAST = {
     "logging.heatmap_every": (0, "0 = never"),
     "generator.pretrain_steps": (0, "0 = no pretraining"),
     "seed": (0, "a seed"),
+    "inner_sft.seed": (0, "a seed"),
 }
 
 
@@ -115,6 +117,15 @@ def check_output_dir(output_dir: str) -> None:
     why = writable_dir_problem(output_dir)
     if why is not None:
         raise ConfigError(f"output_dir: cannot write a run to {output_dir!r}: {why}")
+
+
+def check_new_run(output_dir: str, overwrite: bool) -> None:
+    """Where a new run goes: a writable directory not holding an earlier run, unless `overwrite` (then deleted)."""
+    check_output_dir(output_dir)
+    found = run_files(output_dir)
+    if found and not overwrite:
+        raise FileExistsError(f"output_dir: {output_dir} already holds a run ({', '.join(found)}); continue it with "
+                              f"`dpg train --resume {output_dir}` or start it again with --overwrite")
 
 
 def _leaves(node, prefix=""):
