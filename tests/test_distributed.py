@@ -46,6 +46,11 @@ def test_two_processes_match_one(tmp_path):
                               rtol=1e-12, atol=0)
         fo = engine.first_order(examples)
         assert (got[f"{setup}/first_order"] - fo).abs().max() <= 1e-10 * fo.abs().max()
+    reference = MetagradEngine(tiny_gpt2(), val_loss, InnerSFTConfig(**SETUPS["adamw"], max_length=16,
+                                                                      dtype=torch.float64)).run(random_examples(13))
+    for name in ["kept_all", "kept_some"]:  # kept graphs, data parallel: the same metagradients
+        assert (got[f"{name}/metagrads"] - reference.metagrads).abs().max() <= 1e-10 * reference.metagrads.abs().max()
+    assert got["kept_all/kept_steps"].item() == 4 and 0 < got["kept_some/kept_steps"].item() < 4
 
 
 def test_shards_partition_every_microbatch():
