@@ -35,6 +35,8 @@ class Rewards:
     proxies: dict[str, float] = field(default_factory=dict)  # mean over runs
     runs: int = 1
     params: dict[str, torch.Tensor] = field(default_factory=dict, repr=False)  # fine-tuned target of the first run
+    # inner SFT steps over the runs, and how many of them the reverse pass served from kept graphs (graph_budget_mb)
+    inner_steps: dict[str, int] = field(default_factory=dict)
 
 
 def completion_text(completion, row: int | None = None) -> str:
@@ -107,7 +109,9 @@ def compute_rewards(engine: MetagradEngine, examples: list[list[int]], num_gener
             rewards[run] = removal_rewards(engine, data, partition, res.value)
         results.append(res)
     proxies = {k: sum(r.proxies[k] for r in results) / len(results) for k in results[0].proxies}
-    return Rewards(rewards, sum(r.value for r in results) / len(results), proxies, len(results), results[0].params)
+    inner_steps = {"total": sum(r.num_steps for r in results), "from_kept_graphs": sum(r.kept_steps for r in results)}
+    return Rewards(rewards, sum(r.value for r in results) / len(results), proxies, len(results), results[0].params,
+                   inner_steps)
 
 
 def random_partition(n: int, groups: int | None, generator: torch.Generator | None = None) -> list[list[int]]:

@@ -77,7 +77,8 @@ class DPGReward:
                                f"{self.cfg.objective.get('name')!r}, estimator {r.estimator}): {e}") from e
         self.last = {"rewards": out.rewards, "advantages": adv, "value": out.value, "proxies": out.proxies,
                      "params": out.params,
-                     "info": info, "runs": out.runs, "truncated": truncated, "prompts": list(prompts),
+                     "info": info, "runs": out.runs, "inner_steps": out.inner_steps, "truncated": truncated,
+                     "prompts": list(prompts),
                      "completions": texts, "seconds": time.perf_counter() - t0}
         return self.last
 
@@ -224,6 +225,7 @@ class StepLogger(TrainerCallback):
             "reward": {"mean": r.mean().item(), "std": r.std().item(), "min": r.min().item(), "max": r.max().item()},
             "advantage_scaling": last["info"],
             "sft_runs": last["runs"],
+            "inner_steps": last["inner_steps"],  # {"total", "from_kept_graphs"}: inner_sft.graph_budget_mb at work
             "truncated": last["truncated"],
             "text": last["text"],
             "seconds": {"generation": gen_and_score - last["seconds"], "reward": last["seconds"],

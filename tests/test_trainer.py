@@ -72,6 +72,14 @@ def test_generator_and_target_with_different_tokenizers(tmp_path):
     assert len(rows) == 1 and rows[0]["reward"]["std"] > 0
 
 
+def test_log_says_how_many_inner_steps_ran_on_kept_graphs(tmp_path):
+    rows = train(tmp_path / "run", "grpo.steps=1", "inner_sft.graph_budget_mb=auto")
+    steps = rows[0]["inner_steps"]
+    assert steps["total"] == 2 and steps["from_kept_graphs"] == 2  # 4 completions in microbatches of 2; all fit
+    rows = train(tmp_path / "default", "grpo.steps=1")
+    assert rows[0]["inner_steps"] == {"total": 2, "from_kept_graphs": 0}
+
+
 def test_naive_estimator_with_inverse_groups(tmp_path):
     rows = train(tmp_path / "run", "grpo.steps=1", "reward.estimator=naive", "reward.batching=inverse_groups",
                  "reward.advantages=batch", "grpo.num_generations=2")
