@@ -12,7 +12,6 @@ from __future__ import annotations
 import json
 import math
 import os
-import sys
 import time
 from pathlib import Path
 
@@ -411,8 +410,7 @@ def train(cfg: DPGConfig, resume: bool = False, verbosity: str | None = None, ov
     if resume:
         point = checkpoints.resume_point(out, cfg.grpo.steps)
         if point.finished:  # says so and changes nothing
-            if procs.is_main_process:
-                print(f"dpg train: {out} is finished: final/ holds step {point.step} of {cfg.grpo.steps}; nothing to do")
+            console.result(f"{out} is finished: final/ holds step {point.step} of {cfg.grpo.steps}; nothing to do")
             return out / "final"
         checkpoint = point.checkpoint
         validation.check_output_dir(cfg.output_dir)
@@ -421,7 +419,7 @@ def train(cfg: DPGConfig, resume: bool = False, verbosity: str | None = None, ov
     procs.wait_for_everyone()  # every process has checked the run directory before the main one writes to it
     if procs.is_main_process and resume:
         for line in point.warnings:
-            print(f"dpg train: warning: {line}", file=sys.stderr, flush=True)
+            console.warn(line)
         checkpoints.reconcile_log(out / LOG_FILE, point.step)
         checkpoints.clear_stale(out)
     if cfg.logging.wandb:
