@@ -216,8 +216,11 @@ def reconcile_log(path: str | Path, step: int) -> None:
                               f"1-{step} is gone")
         return
     text = path.read_text(encoding="utf-8", errors="replace")
+    lines = text.split("\n")
+    if lines[-1] == "":  # the newline that ends the last line
+        lines.pop()
     keep = []
-    for n, line in enumerate(text.split("\n"), 1):
+    for n, line in enumerate(lines, 1):
         if len(keep) == step:  # everything after the checkpoint's step (a torn last line too) runs again
             break
         try:
