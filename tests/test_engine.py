@@ -280,7 +280,7 @@ def test_a_failed_state_write_raises_instead_of_giving_metagrads(monkeypatch, tm
     assert list(tmp_path.iterdir()) == []
 
 
-# -- graph budget: kept graphs give the same metagradients --------------------------------------------------------------
+# -- graph budget: kept graphs give the same metagradients -------------------------------------------------------
 
 def full_graph_mb(setup, **extra):
     """The memory of every step's graph, as the engine measures it (budget unlimited)."""
