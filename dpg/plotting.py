@@ -15,6 +15,7 @@ from pathlib import Path
 
 import yaml
 
+from dpg import fsio
 from dpg.checkpoints import read_log
 from dpg.names import CONFIG_FILE, LOG_FILE
 
@@ -79,11 +80,22 @@ def _labels(paths: list[str]) -> list[str]:
 def plot(run_dirs: list[str | Path], out: str | Path | None = None) -> Path:
     """Write the curves of one or several runs to `out` (default: RUN/curves.png for one run, compare.png in the
     runs' common parent directory for several); returns the path."""
-    from matplotlib.figure import Figure  # the object API: no pyplot state, no backend switch in a notebook
-
     if not run_dirs:
         raise ValueError("plot: give at least one run directory")
-    runs = [load_run(d) for d in run_dirs]
+    fig = figure([load_run(d) for d in run_dirs])  # runs first: a wrong path fails before matplotlib loads
+    out = Path(out) if out else (Path(run_dirs[0]) / "curves.png" if len(run_dirs) == 1 else
+                                 Path(os.path.commonpath([Path(d).resolve() for d in run_dirs])) / "compare.png")
+    tmp = out.with_name(f"{out.stem}.tmp-{os.getpid()}.png")
+    with fsio.writing(out, "writing the plot"):
+        fig.savefig(tmp, dpi=100)
+        os.replace(tmp, out)
+    return out
+
+
+def figure(runs: list[Run]):
+    """The matplotlib Figure of `plot` (runs from `load_run`; several are overlaid, one colour each)."""
+    from matplotlib.figure import Figure  # the object API: no pyplot state, no backend switch in a notebook
+
     for run, label in zip(runs, _labels([r.name for r in runs])):
         run.name = label
     several = len(runs) > 1
@@ -93,12 +105,12 @@ def plot(run_dirs: list[str | Path], out: str | Path | None = None) -> Path:
     def xs(run: Run) -> list[float]:
         return [s * run.per_step for s in run.steps()] if by_examples else run.steps()
 
-    panels = _panels(runs, several)
-    ncols = {1: 1, 2: 2, 3: 3, 4: 2, 5: 3, 6: 3}.get(len(panels), 4)  # at most 4 × 2 fills a screen
-    nrows = math.ceil(len(panels) / ncols)
+    drawn = panels(runs)
+    ncols = {1: 1, 2: 2, 3: 3, 4: 2, 5: 3, 6: 3}.get(len(drawn), 4)  # at most 4 × 2 fills a screen
+    nrows = math.ceil(len(drawn) / ncols)
     fig = Figure(figsize=(4.6 * ncols, 3.4 * nrows + (0.5 if several else 0.3)), layout="constrained")
     axes = fig.subplots(nrows, ncols, squeeze=False).flatten()
-    for ax, (title, scale, lines) in zip(axes, panels):
+    for ax, (title, scale, lines) in zip(axes, drawn):
         for run_index, label, ys, style in lines:
             run = runs[run_index]
             # overlaid runs: one colour per run, except reference lines (TRL's floor, a threshold) in their own
@@ -121,7 +133,7 @@ def plot(run_dirs: list[str | Path], out: str | Path | None = None) -> Path:
             top.tick_params(labelsize=8)
         if sum(bool(label) for _, label, _, _ in lines) > 1:
             ax.legend(fontsize=8)
-    for ax in axes[len(panels):]:
+    for ax in axes[len(drawn):]:
         ax.set_visible(False)
     if several:
         fig.legend(handles=[_line(f"C{i}", r.name) for i, r in enumerate(runs)], loc="outside upper center",
@@ -130,12 +142,7 @@ def plot(run_dirs: list[str | Path], out: str | Path | None = None) -> Path:
         r = runs[0]
         fig.suptitle(f"{r.name}: {len(r.rows)} GRPO steps, Φ {r.rows[0]['phi']:.4g} → {r.rows[-1]['phi']:.4g}",
                      fontsize=12)
-    out = Path(out) if out else (Path(run_dirs[0]) / "curves.png" if not several else
-                                 Path(os.path.commonpath([Path(d).resolve() for d in run_dirs])) / "compare.png")
-    tmp = out.with_name(f"{out.stem}.tmp-{os.getpid()}.png")
-    fig.savefig(tmp, dpi=100)
-    os.replace(tmp, out)
-    return out
+    return fig
 
 
 def _line(color: str, label: str):
@@ -144,9 +151,10 @@ def _line(color: str, label: str):
     return Line2D([], [], color=color, linewidth=2, label=label)
 
 
-def _panels(runs: list[Run], several: bool) -> list[tuple[str, str, list]]:
+def panels(runs: list[Run]) -> list[tuple[str, str, list]]:
     """(title, y scale, [(run index, label, values, style)]) for each panel worth drawing."""
-    panels = [("Φ (higher is better)", "linear",
+    several = len(runs) > 1
+    found = [("Φ (higher is better)", "linear",
                [(i, "", r.series(lambda x: x["phi"]), {"raw_and_smooth": True})
                 for i, r in enumerate(runs)])]
     proxy_names = list(dict.fromkeys(k for r in runs for row in r.rows for k in row["proxies"]))
@@ -158,7 +166,7 @@ def _panels(runs: list[Run], several: bool) -> list[tuple[str, str, list]]:
             continue
         if all(_is_plus_minus_phi(r, ys) for (_, _, ys, _), r in zip(lines, runs)):  # a loss that is −Φ itself
             continue
-        panels.append((f"proxy: {name}", "linear", lines))
+        found.append((f"proxy: {name}", "linear", lines))
     scale = []
     for i, r in enumerate(runs):
         tag = f"{r.name}: " if several else ""
@@ -168,7 +176,7 @@ def _panels(runs: list[Run], several: bool) -> list[tuple[str, str, list]]:
                       {"color": "C1", "linestyle": "--"}))
     scale.append((0, f"TRL's fixed {TRL_STD_FLOOR:g}", [TRL_STD_FLOOR] * len(runs[0].rows),
                   {"color": "C7", "linestyle": ":", "reference": True}))
-    panels.append(("reward scale: raw std vs advantage eps", "log", scale))
+    found.append(("reward scale: raw std vs advantage eps", "log", scale))
     if all("text" in row for r in runs for row in r.rows):
         lines = []
         for i, r in enumerate(runs):
@@ -181,20 +189,20 @@ def _panels(runs: list[Run], several: bool) -> list[tuple[str, str, list]]:
                     lines.append((i, f"collapse warning < {r.collapse_distinct_2:g}",
                                   [r.collapse_distinct_2] * len(r.rows),
                                   {"color": "C7", "linestyle": ":", "reference": True}))
-        panels.append(("completions: distinct-2" + ("" if several else ", repetition"), "linear", lines))
+        found.append(("completions: distinct-2" + ("" if several else ", repetition"), "linear", lines))
         lines = [(i, "", r.series(lambda x: x["text"]["mean_words"]), {"raw_and_smooth": True})
                  for i, r in enumerate(runs)]
         if not _constant([v for _, _, ys, _ in lines for v in ys]):
-            panels.append(("completions: mean length (words)", "linear", lines))
+            found.append(("completions: mean length (words)", "linear", lines))
     if several:
-        panels.append(("seconds per step", "linear",
+        found.append(("seconds per step", "linear",
                        [(i, "", r.series(lambda x: x["seconds"]["total"]), {"raw_and_smooth": True})
                         for i, r in enumerate(runs)]))
     else:
-        panels.append(("seconds per step", "linear",
+        found.append(("seconds per step", "linear",
                        [(0, part.replace("_", " "), runs[0].series(lambda x, p=part: x["seconds"][p]),
                          {"color": f"C{j}"}) for j, part in enumerate(("generation", "reward", "policy_update"))]))
-    return panels
+    return found
 
 
 def _nan(v: float | None) -> float:

@@ -1,0 +1,100 @@
+"""What `dpg train` prints (one line per step, no TRL dict, verbosity) and the degeneration statistics and warning."""
+
+import json
+
+import pytest
+
+from dpg.cli import main
+from dpg.console import Console, step_line
+from dpg.degeneration import CollapseMonitor, text_stats
+from dpg.trainer import read_log
+
+FAST = ["generator.pretrain_steps=0", "grpo.prompts_per_step=2", "grpo.num_generations=2", "grpo.micro_batch_size=2",
+        "grpo.max_completion_length=8", "inner_sft.microbatch_size=2", "inner_sft.max_length=16", "inner_sft.lr=1e-2",
+        "prompts.limit=16", "grpo.steps=2", "logging.sample_completions=4"]
+
+
+def test_text_stats_on_known_texts():
+    s = text_stats(["the the the the", "a b c", "", "   "])
+    # unigrams: 4 + 3 = 7 words, 4 distinct (the, a, b, c); bigrams: 3 + 2 = 5, 3 distinct ((the, the), (a, b), (b, c))
+    assert s["distinct_1"] == pytest.approx(4 / 7) and s["distinct_2"] == pytest.approx(3 / 5)
+    # repetition per completion with a bigram: "the the the the" repeats 2 of its 3 bigrams, "a b c" none
+    assert s["repetition"] == pytest.approx((2 / 3 + 0) / 2)
+    assert s["mean_words"] == pytest.approx(7 / 4) and s["empty"] == 0.5
+    none = text_stats(["", "word"])  # no bigram anywhere: undefined, not a made-up number
+    assert none["distinct_2"] is None and none["repetition"] is None and none["distinct_1"] == 1.0
+    with pytest.raises(ValueError, match="no completions"):
+        text_stats([])
+
+
+def test_collapse_monitor_warns_once_per_kind():
+    monitor = CollapseMonitor(min_distinct_2=0.2, max_empty=0.75)
+    healthy = text_stats(["a b c d", "e f g h"])
+    assert monitor.check(1, healthy, ["a b c d", "e f g h"]) == []
+    collapsed = ["the the the the the"] * 3 + [""]
+    first = monitor.check(2, text_stats(collapsed), collapsed)
+    assert len(first) == 1 and first[0].startswith("step 2: the generator may be collapsing: distinct-2")
+    assert "logging.collapse_distinct_2 = 0.2" in first[0] and "the the the" in first[0]
+    assert monitor.check(3, text_stats(collapsed), collapsed) == []  # once only
+    empty = ["", "", "", "x"]
+    assert monitor.check(4, text_stats(empty), empty) == [
+        "step 4: the generator may be collapsing: 75% of its 4 completions are empty (at least logging.collapse_empty "
+        "= 0.75)"]
+    assert CollapseMonitor(0, 0).check(1, text_stats(collapsed), collapsed) == []  # 0 turns both checks off
+
+
+def test_step_line():
+    record = {"step": 7, "phi": -5.8123, "proxies": {"loss": 5.8123, "token_accuracy": 0.5},
+              "advantage_scaling": {"raw_std": 3.1e-3, "eps_floor": 3.1e-6}, "seconds": {"total": 0.641},
+              "text": {"distinct_2": 0.62, "mean_words": 17.24}}
+    assert step_line(record, 150) == ("step   7/150  Φ -5.812  loss 5.812  reward std 3.1e-03 (eps 3.1e-06)  "
+                                      "distinct-2 0.62  len 17.2  0.64 s/step")
+    assert step_line({"step": 3, "reward_failed": "boom"}, 10) == \
+        "step  3/10  reward failed, policy update skipped: boom"
+
+
+def test_console_verbosity(capsys):
+    for verbosity, shown in (("quiet", []), ("info", ["info"]), ("debug", ["info", "debug"])):
+        c = Console(verbosity)
+        c.info("info")
+        c.debug("debug")
+        c.warn("careful")
+        c.result("result")
+        out, err = capsys.readouterr()
+        assert out.split() == [*shown, "result"] and err == "warning: careful\n"
+    with pytest.raises(ValueError, match=r"logging.verbosity: invalid value 'loud'"):
+        Console("loud")
+
+
+def test_train_prints_one_line_per_step_and_logs_trl_and_diversity(tmp_path, capsys):
+    assert main(["train", "configs/quickstart.yaml", f"output_dir={tmp_path / 'run'}", *FAST]) == 0
+    out, err = capsys.readouterr()
+    lines = out.splitlines()
+    assert [line.split("  ")[0] for line in lines if line.startswith("step")] == ["step 1/2", "step 2/2"]
+    assert lines[0].startswith("dpg train: 2 GRPO steps of 4 completions") and lines[-1].startswith("done: 2 steps")
+    assert "grad_norm" not in out + err and "FutureWarning" not in err and "loss_type" not in err
+    rows = read_log(tmp_path / "run/log.jsonl")
+    for row in rows:  # TRL's metrics dict goes to the log; the diversity is that of the step's completions
+        assert {"grad_norm", "entropy", "text/distinct_2"} <= set(row["trl"])
+        assert row["text"] == text_stats([s["completion"] for s in row["samples"]])  # 4 samples = every completion
+    quiet = main(["train", "configs/quickstart.yaml", f"output_dir={tmp_path / 'quiet'}", *FAST, "-q"])
+    out, err = capsys.readouterr()
+    assert quiet == 0 and len(out.splitlines()) == 1 and out.startswith("done: 2 steps") and err == ""
+    assert main(["train", "configs/quickstart.yaml", f"output_dir={tmp_path / 'debug'}", *FAST, "-v"]) == 0
+    assert "trl: {'loss'" in capsys.readouterr().out
+
+
+def test_collapse_warning_once_in_log_and_on_stderr(tmp_path, capsys):
+    # Near-greedy sampling: both completions of a prompt are the same text, so a step's distinct-2 is at most 1/2
+    # whenever its completions have two words or more (with seed 3 the untrained generator writes "… their their").
+    assert main(["train", "configs/quickstart.yaml", f"output_dir={tmp_path}", *FAST, "grpo.temperature=1e-3",
+                 "logging.collapse_distinct_2=0.6", "seed=3"]) == 0
+    err = capsys.readouterr().err
+    rows = read_log(tmp_path / "log.jsonl")
+    collapsed = [r["step"] for r in rows if r["text"]["distinct_2"] is not None and r["text"]["distinct_2"] < 0.6]
+    assert collapsed, "the test needs a step whose distinct-2 is under the threshold"
+    warned = [r["step"] for r in rows if "warnings" in r]
+    assert warned == collapsed[:1]  # said once, at the first collapsed step, though later steps may be collapsed too
+    message = rows[warned[0] - 1]["warnings"]
+    assert len(message) == 1 and message[0].startswith(f"step {warned[0]}: the generator may be collapsing: distinct-2")
+    assert err.count("the generator may be collapsing") == 1 and f"warning: {message[0]}" in err
