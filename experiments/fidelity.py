@@ -1,0 +1,266 @@
+"""Estimator fidelity: how close is each reward's policy gradient to the true gradient ∇J of the generator?
+
+    python experiments/fidelity.py                                  # the whole grid (cells already done are skipped)
+    python experiments/fidelity.py --cell l2_norm adamw 64 4        # one cell: objective, optimizer, N, M
+    python experiments/fidelity.py --report                         # table + plots from the finished cells
+
+The generator is a softmax policy π = softmax(ψ) over a pool of K documents from the shipped corpus, so its score
+function is exact: ∇_ψ log π(k) = e_k − π. A dataset D is N iid draws; inner SFT trains the embedded tiny target on D
+in M steps of N/M examples; J(ψ) = E_D[Φ(A(D))]. Every estimator gives per-example rewards rᵢ, and its policy
+gradient estimate from S datasets is mean_D Σᵢ rᵢ (e_{xᵢ} − π). The estimators (dpg/rewards.py, docs/estimators.md):
+naive (rᵢ = Φ(D)), metagrad (DPG, dΦ/dwᵢ), first_order, loo (Φ(D) − Φ(D∖i)) and leave_group_out with G groups
+(G ∈ {2, 4, 8, 16}). loo and leave_group_out are unbiased; naive is unbiased but noisy; metagrad and first_order
+are biased Taylor estimates.
+
+Exact and cheap, because the loss weights mean multiplicity (token-mean normaliser, dpg/sft.py): SFT on D equals SFT
+on the distinct documents of each step weighted by their counts, dΦ/dwᵢ is the derivative with respect to the count
+of (xᵢ's document, xᵢ's step), and removing example i is decrementing that count. Each dataset is run in that compact
+form (inner_sft.shuffle = false; a step = the distinct documents it holds, padded with zero-weight copies), and all
+removals of a dataset are one batched call (`MetagradEngine.values`).
+
+Truth: the mean of the loo estimate (unbiased) over `--truth` datasets drawn independently of the estimators' ones,
+with its standard error; where loo would cost too much (many distinct (document, step) pairs) leave_group_out with
+16 groups stands in (also unbiased; the cell records which). The large-N limit ∇_ψ Φ(A(weights N·π)) is recorded
+beside it with its cosine to the truth, to show where it is (not) a valid stand-in.
+
+Reported per estimator: the cosine of its S-dataset estimate with the truth, mean ± standard error over R repeats
+(the same datasets for every estimator: paired), seconds per dataset, and "naive at equal compute" (naive given
+as many datasets as metagrad's time buys). Cells are JSON files under docs/results/fidelity/cells/; a finished cell
+is skipped, so an interrupted grid resumes.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import sys
+import time
+from pathlib import Path
+
+import torch
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+import objectives  # noqa: E402
+from dpg import models  # noqa: E402
+from dpg.metagrad import MetagradEngine  # noqa: E402
+from dpg.rewards import random_partition, to_target_examples  # noqa: E402
+from dpg.sft_config import InnerSFTConfig  # noqa: E402
+
+OUT = ROOT / "docs" / "results" / "fidelity"
+OBJECTIVES = {
+    "target_string": {"name": "target_string", "string": " the river"},
+    "l2_norm": {"name": "l2_norm"},
+    "sixseven": {"name": "weight_pattern", "pattern": "67"},
+    "text_loss": {"name": "text_loss", "path": "dpg/data/languages/es.txt", "max_texts": 16, "max_length": 32},
+}
+# Fixed before any measurement: AdamW at the library's default lr; SGD at an lr whose first update has a norm of the
+# same order on this target (token-mean gradients of norm ~1). Neither was tuned on the results.
+OPTIMIZERS = {"adamw": dict(optimizer="adamw", lr=1e-3), "sgd": dict(optimizer="sgd", lr=0.1)}
+NS, MS, GROUPS = [16, 64, 256, 1024], [1, 4, 16], [2, 4, 8, 16]
+K, MAX_LENGTH = 16, 16  # pool size, tokens per document (cost: every run trains on ≤ M·K documents)
+ESTIMATORS = ["naive", "metagrad", "first_order", "loo"] + [f"lgo{g}" for g in GROUPS]
+
+
+def setup(objective: str, optimizer: str):
+    """(engine, pool of K target examples, π, score matrix e_k − π) for one cell; float64 throughout."""
+    tok = models.load_tokenizer("tiny")
+    target = models.load_model("tiny", role="target", tokenizer=tok, untie_lm_head=True, dtype=torch.float64, seed=1)
+    obj = objectives.from_config(OBJECTIVES[objective], model=target, tokenizer=tok)
+    cfg = InnerSFTConfig(**OPTIMIZERS[optimizer], max_length=MAX_LENGTH, shuffle=False, dtype="float64")
+    engine = MetagradEngine(target, obj, cfg)
+    pool, _ = to_target_examples(models.corpus_lines()[:K], tok, MAX_LENGTH)
+    psi = torch.randn(K, generator=torch.Generator().manual_seed(0), dtype=torch.float64)
+    pi = torch.softmax(psi, 0)
+    return engine, pool, pi, torch.eye(K, dtype=torch.float64) - pi
+
+
+def compact(x: torch.Tensor, M: int, pool: list[list[int]]):
+    """Dataset x (N document ids, step m = positions m·N/M …) as (items, weights, item of each position): per step
+    the distinct documents with their counts, padded to the same width d with zero-weight copies."""
+    steps = x.view(M, -1)
+    distinct = [s.unique() for s in steps]
+    d = max(len(u) for u in distinct)
+    items, weights, item_of = [], [], torch.empty_like(x)
+    for m, (s, u) in enumerate(zip(steps, distinct)):
+        docs = u.tolist() + [u[0].item()] * (d - len(u))
+        counts = [(s == k).sum().item() for k in u.tolist()] + [0] * (d - len(u))
+        for pos in range(len(s)):
+            item_of[m * len(s) + pos] = len(items) + u.tolist().index(s[pos].item())
+        items += [pool[k] for k in docs]
+        weights += counts
+    return items, torch.tensor(weights, dtype=torch.float64), item_of, d
+
+
+def dataset_estimates(engine, pool, x, M, score, groups, gen):
+    """Per-estimator policy-gradient estimates Σᵢ rᵢ (e_{xᵢ} − π) for dataset x, and the seconds each took."""
+    items, W, item_of, d = compact(x, M, pool)
+    engine.cfg.microbatch_size = d  # one microbatch per step: the compact step (the schedule reads cfg per call)
+    s_x = score[x]  # [N, K]
+    est, secs = {}, {}
+    t = time.perf_counter()
+    value = engine.value(items, W)
+    secs["naive"] = time.perf_counter() - t
+    est["naive"] = value * s_x.sum(0)
+    t = time.perf_counter()
+    est["metagrad"] = engine.run(items, W).metagrads.double()[item_of] @ s_x
+    secs["metagrad"] = time.perf_counter() - t
+    t = time.perf_counter()
+    est["first_order"] = engine.first_order(items, W).double()[item_of] @ s_x
+    secs["first_order"] = time.perf_counter() - t
+    removals = {f"lgo{g}": random_partition(len(x), g, gen) for g in groups if g <= len(x)}
+    # loo: removing any copy of a (document, step) pair is the same removal, so one run per distinct pair
+    removals["loo"] = [(item_of == j).nonzero().flatten().tolist() for j in W.nonzero().flatten().tolist()]
+    for name, partition in removals.items():
+        t = time.perf_counter()
+        rows = W.repeat(len(partition), 1)
+        group_of = torch.empty(len(x), dtype=torch.long)
+        for g, members in enumerate(partition):
+            rows[g].index_add_(0, item_of[members], torch.full((len(members),), -1.0, dtype=torch.float64))
+            group_of[members] = g
+        r = value - engine.values(items, rows, budget_mb=2048)[group_of]
+        secs[name] = time.perf_counter() - t + secs["naive"]  # Φ(D) is part of the estimator's cost
+        est[name] = r @ s_x
+    return est, secs
+
+
+def rao_blackwell_sample(engine, pool, pi, score, N, M, gen):
+    """One unbiased sample of ∇J with the example's own document integrated out exactly:
+        ∇J = Σᵢ E[Φ(D) ∇log π(xᵢ)] = N · E_{m, D'}[Σ_k π_k Φ(D' + k in step m) (e_k − π)],
+    m a uniform step and D' the other N − 1 examples (positions within a step are exchangeable). The K runs share D'
+    (common random numbers), so Φ's common part cancels in Σ_k π_k (e_k − π) = 0 and the variance is small."""
+    m = torch.randint(M, (), generator=gen).item()
+    counts = torch.zeros(M, len(pool), dtype=torch.float64)
+    for step in range(M):
+        n = N // M - (step == m)
+        if n:
+            counts[step] += torch.bincount(torch.multinomial(pi, n, replacement=True, generator=gen),
+                                           minlength=len(pool))
+    return rao_blackwell(engine, pool, pi, score, counts, m, N)
+
+
+def rao_blackwell(engine, pool, pi, score, counts, m, N):
+    """N · Σ_k π_k Φ(counts + document k in step m) (e_k − π), the K runs in one batched call."""
+    K = len(pool)
+    rows = counts.repeat(K, 1, 1)
+    rows[torch.arange(K), m, torch.arange(K)] += 1
+    engine.cfg.microbatch_size = K
+    phis = engine.values(pool * len(counts), rows.view(K, -1), budget_mb=2048)
+    return N * (pi * phis) @ score
+
+
+def large_n_limit(engine, pool, pi, M, N):
+    """∇_ψ Φ(A(weights N·π/M in every step)) = (N/M)·Σ_m (diag π − ππᵀ)·∂Φ/∂w_m: the deterministic limit."""
+    engine.cfg.microbatch_size = len(pool)
+    res = engine.run(pool * M, (N / M) * pi.repeat(M))
+    jac = torch.diag(pi) - torch.outer(pi, pi)
+    return (N / M) * jac @ res.metagrads.double().view(M, -1).sum(0)
+
+
+def cosine(a, b) -> float:
+    return (a @ b / (a.norm() * b.norm())).item()
+
+
+def mean_se(xs: list[float]) -> tuple[float, float]:
+    t = torch.tensor(xs, dtype=torch.float64)
+    return t.mean().item(), (t.std() / math.sqrt(len(t))).item() if len(t) > 1 else math.nan
+
+
+def run_cell(objective: str, optimizer: str, N: int, M: int, truth_datasets: int, repeats: int,
+             per_estimate: int) -> dict:
+    torch.set_num_threads(1)
+    engine, pool, pi, score = setup(objective, optimizer)
+    gen = torch.Generator().manual_seed(1000 * N + M)
+    draw = lambda: torch.multinomial(pi, N, replacement=True, generator=gen)  # noqa: E731
+    t0 = time.perf_counter()
+    truth_samples = torch.stack([rao_blackwell_sample(engine, pool, pi, score, N, M, gen)
+                                 for _ in range(truth_datasets)])
+    truth = truth_samples.mean(0)
+    truth_se = truth_samples.std(0) / math.sqrt(truth_datasets)
+    cos, secs = {e: [] for e in ESTIMATORS}, {e: [] for e in ESTIMATORS}
+    naive_eq = []
+    for _ in range(repeats):
+        sums = {}
+        for _ in range(per_estimate):
+            est, sec = dataset_estimates(engine, pool, draw(), M, score, GROUPS, gen)
+            for name, g in est.items():
+                sums[name] = sums.get(name, 0) + g / per_estimate
+                secs[name].append(sec[name])
+        for name, g in sums.items():
+            cos[name].append(cosine(g, truth))
+        # naive at metagrad's compute: as many datasets as metagrad's time buys (Φ's batched over datasets)
+        ratio = max(1, round(sum(secs["metagrad"]) / sum(secs["naive"])))
+        naive_eq.append(cosine(naive_many(engine, pool, pi, score, N, M, per_estimate * ratio, gen), truth))
+    limit = large_n_limit(engine, pool, pi, M, N)
+    cell = {
+        "objective": objective, "optimizer": optimizer, "N": N, "M": M, "K": K, "lr": OPTIMIZERS[optimizer]["lr"],
+        "truth": {"estimator": "rao_blackwell", "datasets": truth_datasets,
+                  "relative_se": (truth_se.norm() / truth.norm()).item(), "norm": truth.norm().item()},
+        "large_n_limit_cosine": cosine(limit, truth),
+        "repeats": repeats, "datasets_per_estimate": per_estimate,
+        "cosine": {e: mean_se(c) for e, c in cos.items() if c},
+        "seconds_per_dataset": {e: sum(s) / len(s) for e, s in secs.items() if s},
+        "naive_equal_compute": {"cosine": mean_se(naive_eq), "datasets": per_estimate * ratio},
+        "wall_seconds": time.perf_counter() - t0,
+        "command": f"python experiments/fidelity.py --cell {objective} {optimizer} {N} {M}",
+    }
+    return cell
+
+
+def naive_many(engine, pool, pi, score, N, M, n_datasets, gen):
+    """The naive estimate from `n_datasets` datasets, their Φ's in one batched call over the full pool per step."""
+    K = len(pool)
+    engine.cfg.microbatch_size = K
+    xs = torch.multinomial(pi, N * n_datasets, replacement=True, generator=gen).view(n_datasets, M, N // M)
+    counts = torch.zeros(n_datasets, M, K, dtype=torch.float64)
+    counts.scatter_add_(2, xs, torch.ones_like(xs, dtype=torch.float64))
+    phis = engine.values(pool * M, counts.view(n_datasets, M * K), budget_mb=2048)
+    return (phis[:, None] * (counts.sum(1) @ score)).mean(0)
+
+
+def cell_path(objective, optimizer, N, M) -> Path:
+    return OUT / "cells" / f"{objective}_{optimizer}_N{N}_M{M}.json"
+
+
+def main(argv=None):
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--cell", nargs=4, metavar=("OBJECTIVE", "OPTIMIZER", "N", "M"))
+    p.add_argument("--objectives", nargs="+", default=list(OBJECTIVES), choices=list(OBJECTIVES))
+    p.add_argument("--optimizers", nargs="+", default=list(OPTIMIZERS), choices=list(OPTIMIZERS))
+    p.add_argument("--ns", nargs="+", type=int, default=NS)
+    p.add_argument("--ms", nargs="+", type=int, default=MS)
+    p.add_argument("--truth", type=int, default=64, help="datasets for the ground truth")
+    p.add_argument("--repeats", type=int, default=6, help="independent estimates per estimator (error bars)")
+    p.add_argument("--per-estimate", type=int, default=4, help="datasets per estimate")
+    p.add_argument("--report", action="store_true", help="only rebuild the table and plots")
+    p.add_argument("--force", action="store_true", help="recompute cells that exist")
+    args = p.parse_args(argv)
+    if args.cell:
+        grid = [(args.cell[0], args.cell[1], int(args.cell[2]), int(args.cell[3]))]
+    else:
+        grid = [(o, opt, n, m) for o in args.objectives for opt in args.optimizers for n in args.ns for m in args.ms]
+    if not args.report:
+        for o, opt, n, m in grid:
+            path = cell_path(o, opt, n, m)
+            if path.exists() and not args.force:
+                continue
+            if n % m:
+                raise ValueError(f"N={n} is not a multiple of M={m}")
+            cell = run_cell(o, opt, n, m, args.truth, args.repeats, args.per_estimate)
+            path.parent.mkdir(parents=True, exist_ok=True)
+            tmp = path.with_suffix(".tmp")
+            tmp.write_text(json.dumps(cell, indent=1))
+            tmp.replace(path)
+            c = cell["cosine"]
+            print(f"{o:14s} {opt:5s} N={n:5d} M={m:3d}  " + "  ".join(f"{e}={c[e][0]:+.2f}" for e in c)
+                  + f"  naive@compute={cell['naive_equal_compute']['cosine'][0]:+.2f}  ({cell['wall_seconds']:.0f} s)",
+                  flush=True)
+    from fidelity_report import report
+
+    report(OUT)
+
+
+if __name__ == "__main__":
+    main()
