@@ -63,6 +63,16 @@ def main(argv: list[str] | None = None) -> int:
     c.add_argument("--h", type=float, default=None, help="FD step (default 1e-4 for SGD, 1e-6 for AdamW)")
     c.add_argument("--tol", type=float, default=1e-4, help="exit 1 if the max relative error exceeds this")
 
+    cal = sub.add_parser("calibrate", help="before a long run: how well each reward estimator agrees with exact "
+                         "leave-one-out on batches from the configured generator, and which one to use")
+    cal.add_argument("config")
+    cal.add_argument("overrides", nargs="*")
+    cal.add_argument("--batches", type=int, default=4, help="generation batches of the configured size to measure")
+    cal.add_argument("--threshold", type=float, default=0.5,
+                     help="metagrad is recommended when its Spearman ρ and gradient cosine to loo reach this")
+    cal.add_argument("--seed", type=int, default=0)
+    cal.add_argument("--out", help="write the table as JSON here")
+
     pl = sub.add_parser("plot", help="curves from the log.jsonl of one run, or of several overlaid")
     pl.add_argument("run_dirs", nargs="+", metavar="RUN_DIR")
     pl.add_argument("--out", help="PNG path (default RUN_DIR/curves.png; several runs: compare.png in their common "
@@ -80,7 +90,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         _check_flags(args)
         return {"train": _train, "generate": _generate, "evaluate": _evaluate, "check": _check,
-                "plot": _plot}[args.command](args)
+                "calibrate": _calibrate, "plot": _plot}[args.command](args)
     except (ConfigError, FileNotFoundError, FileExistsError, ValueError) as err:
         print(f"dpg {args.command}: error: {err}", file=sys.stderr)
         return 2
@@ -96,8 +106,10 @@ def main(argv: list[str] | None = None) -> int:
 
 def _check_flags(args) -> None:
     """Every flag's value and path, before anything loads; each error names the flag and the value."""
+    from dpg.fsio import writable_dir_problem
+
     flags = vars(args)
-    lowest = {"n": 0 if args.command == "check" else 1, "weights": 1, "seed": 0, "repeats": 1}
+    lowest = {"n": 0 if args.command == "check" else 1, "weights": 1, "seed": 0, "repeats": 1, "batches": 1}
     for name, low in lowest.items():
         value = flags.get(name)
         if value is not None and not low <= value < 2**63:
@@ -120,6 +132,8 @@ def _check_flags(args) -> None:
     if out is not None and Path(out).is_dir():
         raise ValueError(f"--out: {out} is a directory; give a new {'directory' if flags.get('format') == 'hf' else 'file'} "
                          "name")
+    if out is not None and (why := writable_dir_problem(Path(out).parent)) is not None:  # refused before any work
+        raise ValueError(f"--out: cannot write {out}: {why}")
 
 
 def _config(args):
@@ -213,6 +227,20 @@ def _check(args) -> int:
         print(f"  w[{i}]: metagrad {mg:+.10e}  finite difference {fd:+.10e}  relative error {rel:.2e}")
     print(f"max relative error: {worst:.3e} ({'OK' if worst <= args.tol else 'FAILED'}, tolerance {args.tol:g})")
     return 0 if worst <= args.tol else 1
+
+
+def _calibrate(args) -> int:
+    if not 0 < args.threshold <= 1:
+        raise ValueError(f"--threshold: must be in (0, 1], got {args.threshold}")
+    cfg = _config(args)
+    from dpg import calibrate
+
+    result = calibrate.calibrate(cfg, batches=args.batches, threshold=args.threshold, seed=args.seed)
+    print(result.table())
+    print(result.recommendation)
+    if args.out:
+        print(f"wrote {calibrate.write(result, args.out)}")
+    return 0
 
 
 def _plot(args) -> int:

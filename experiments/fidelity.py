@@ -257,7 +257,7 @@ def main(argv=None):
             print(f"{o:14s} {opt:5s} N={n:5d} M={m:3d}  " + "  ".join(f"{e}={c[e][0]:+.2f}" for e in c)
                   + f"  naive@compute={cell['naive_equal_compute']['cosine'][0]:+.2f}  ({cell['wall_seconds']:.0f} s)",
                   flush=True)
-    from fidelity_report import report
+    from fidelity_report import report  # noqa: E402 (beside this file)
 
     report(OUT)
 
