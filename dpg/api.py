@@ -18,7 +18,7 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-from dpg import validation
+from dpg import checkpoints, validation
 from dpg.config import DPGConfig, build, validate
 from dpg.console import Console
 from dpg.evaluation import Estimate, Evaluation, SourceResult
@@ -40,8 +40,12 @@ def train(cfg: DPGConfig, resume: bool = False, verbosity: str | None = None, ov
     none; a finished run is left as it is). `overwrite`: delete the run already in cfg.output_dir and start again.
     `verbosity`: quiet / info / debug, default cfg.logging.verbosity."""
     cfg = checked(cfg)
-    if not resume:  # where the run goes is refused at once, before the model libraries load
+    # Answered at once, before the model libraries load: where a new run goes, and whether a resumed one is finished.
+    if not resume:
         validation.check_new_run(cfg.output_dir, overwrite)
+    elif done := checkpoints.finished(cfg.output_dir, cfg.grpo.steps):
+        print(done)
+        return Path(cfg.output_dir)
     from dpg import trainer
 
     trainer.train(cfg, resume=resume, verbosity=verbosity, overwrite=overwrite)

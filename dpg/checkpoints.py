@@ -177,11 +177,19 @@ def clear_run(run_dir: str | Path) -> None:
                 path.unlink()
 
 
+def finished(run_dir: str | Path, steps: int) -> str | None:
+    """The line saying the run is finished (final/ whole, at step `steps` or later), or None if it is not."""
+    final = Path(run_dir) / "final"
+    if final.is_dir() and problem(final, resumable=False) is None and manifest_step(final) >= steps:
+        return f"{run_dir} is finished: final/ holds step {manifest_step(final)} of {steps}; nothing to do"
+    return None
+
+
 @dataclass
 class ResumePoint:
     checkpoint: Path | None  # the newest whole checkpoint; None: start from step 0
     step: int  # its step (0 without one)
-    finished: bool  # final/ is whole and holds the last step: there is nothing to do
+    finished: str | None  # the run is finished (final/ whole, at the last step): this line says so; nothing to do
     warnings: list[str] = field(default_factory=list)  # one line per folder passed over, saying why
 
 
@@ -189,20 +197,19 @@ def resume_point(run_dir: str | Path, steps: int) -> ResumePoint:
     """Where `dpg train --resume` continues a run of `steps` GRPO steps."""
     run_dir = Path(run_dir)
     warnings = []
+    done = finished(run_dir, steps)
+    if done:
+        return ResumePoint(None, manifest_step(run_dir / "final"), finished=done)
     final = run_dir / "final"
-    if final.is_dir():
-        why = problem(final, resumable=False)
-        if why is None and manifest_step(final) >= steps:
-            return ResumePoint(None, manifest_step(final), finished=True)
-        if why is not None:
-            warnings.append(f"{final} is not a whole generator ({why}); it will be written again")
+    if final.is_dir() and (why := problem(final, resumable=False)) is not None:
+        warnings.append(f"{final} is not a whole generator ({why}); it will be written again")
     for step, path in checkpoint_dirs(run_dir):
         why = problem(path)
         if why is None:
-            return ResumePoint(path, step, finished=False, warnings=warnings)
+            return ResumePoint(path, step, finished=None, warnings=warnings)
         warnings.append(f"skipping {path}: {why}")
     warnings.append(f"no complete checkpoint in {run_dir}: starting again from step 0")
-    return ResumePoint(None, 0, finished=False, warnings=warnings)
+    return ResumePoint(None, 0, finished=None, warnings=warnings)
 
 
 def reconcile_log(path: str | Path, step: int) -> None:

@@ -22,7 +22,7 @@ CAUSES = {
     errno.EROFS: "read-only file system",
     errno.EACCES: "permission denied",
     errno.EPERM: "operation not permitted",
-    errno.ENOTDIR: "a parent is not a directory",
+    errno.ENOTDIR: "not a directory",
     errno.EISDIR: "is a directory",
     errno.EEXIST: "already exists",
     errno.ENOENT: "no such file or directory",
@@ -30,15 +30,20 @@ CAUSES = {
     errno.EIO: "input/output error",
     errno.ENAMETOOLONG: "file name too long",
 }
-# A full disk needs at least this much free space to be told apart from a disk that merely has little left.
-NEARLY_FULL_BYTES = 1 << 20
+# A write that failed without an errno (torch's zip writer) on a filesystem with less free space than this (or 1 % of
+# its size, whichever is more) failed because the disk is full: one tensor record can be that large.
+NEARLY_FULL_BYTES = 64 << 20
 
 
 class FilesystemError(OSError):
     """A read or write that the filesystem refused; str() is one line naming the cause and the path."""
 
+    def __init__(self, code: int | None, message: str):
+        super().__init__(code, message)
+        self.message = message
+
     def __str__(self) -> str:
-        return self.args[0]
+        return self.message
 
 
 def cause(err: BaseException, path: str | Path | None = None) -> str | None:
@@ -66,7 +71,7 @@ def _filesystem_state(path: Path) -> str | None:
     stat = os.statvfs(existing)
     if stat.f_flag & os.ST_RDONLY:
         return CAUSES[errno.EROFS]
-    if stat.f_bavail * stat.f_frsize < NEARLY_FULL_BYTES:
+    if stat.f_bavail * stat.f_frsize < max(NEARLY_FULL_BYTES, stat.f_blocks * stat.f_frsize // 100):
         return CAUSES[errno.ENOSPC]
     return None
 
@@ -94,7 +99,9 @@ def writing(path: str | Path, what: str = "writing"):
         if words is None:
             raise
         culprit = getattr(err, "filename", None)
-        where = f"{path}" if culprit is None or str(culprit) == str(path) else f"{path} ({culprit})"
+        # the file inside `path` that failed, unless it is `path` itself or its temporary sibling (write_text's)
+        inside = culprit is not None and not Path(culprit).name.startswith(Path(path).name)
+        where = f"{path} ({culprit})" if inside else f"{path}"
         raise FilesystemError(getattr(err, "errno", None), f"{words} while {what} {where}") from err
 
 
@@ -126,6 +133,8 @@ def append_line(path: str | Path, line: str, what: str = "appending to") -> None
 def make_dir(path: str | Path, what: str = "creating") -> Path:
     path = Path(path)
     with writing(path, what):
+        if path.exists() and not path.is_dir():  # mkdir would say "exists", which hides what is wrong
+            raise NotADirectoryError(errno.ENOTDIR, "Not a directory", str(path))
         path.mkdir(parents=True, exist_ok=True)
     return path
 

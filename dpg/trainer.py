@@ -410,7 +410,7 @@ def train(cfg: DPGConfig, resume: bool = False, verbosity: str | None = None, ov
     if resume:
         point = checkpoints.resume_point(out, cfg.grpo.steps)
         if point.finished:  # says so and changes nothing
-            console.result(f"{out} is finished: final/ holds step {point.step} of {cfg.grpo.steps}; nothing to do")
+            console.result(point.finished)
             return out / "final"
         checkpoint = point.checkpoint
         validation.check_output_dir(cfg.output_dir)

@@ -26,12 +26,21 @@ def train(out, *extra):
     return main(["train", "configs/quickstart.yaml", f"output_dir={out}", *FAST, *RUN, *extra])
 
 
-@pytest.fixture(scope="module")
+_REFERENCE = {}
+
+
+def reference_run(tmp_path_factory):
+    """An uninterrupted run of 4 steps (checkpoint-2, checkpoint-4, final/), trained once per session; tests copy it."""
+    if "run" not in _REFERENCE:
+        out = tmp_path_factory.mktemp("reference") / "run"
+        assert train(out) == 0
+        _REFERENCE["run"] = out
+    return _REFERENCE["run"]
+
+
+@pytest.fixture
 def reference(tmp_path_factory):
-    """An uninterrupted run of 4 steps: checkpoint-2, checkpoint-4, final/."""
-    out = tmp_path_factory.mktemp("reference") / "run"
-    assert train(out) == 0
-    return out
+    return reference_run(tmp_path_factory)
 
 
 def weights(path):
