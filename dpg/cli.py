@@ -86,6 +86,7 @@ def main(argv: list[str] | None = None) -> int:
 
     args = p.parse_args(argv)
     from dpg.config import ConfigError
+    from dpg.errors import RewardError
 
     try:
         _check_flags(args)
@@ -99,7 +100,7 @@ def main(argv: list[str] | None = None) -> int:
 
         print(f"dpg {args.command}: error: {describe(err)}", file=sys.stderr)
         return 1
-    except FloatingPointError as err:  # a NaN or inf in training, stopped before it was saved (dpg/finite.py)
+    except (RewardError, FloatingPointError) as err:  # a failed reward, or a NaN/inf stopped before it was saved
         print(f"dpg {args.command}: error: {err}", file=sys.stderr)
         return 1
 

@@ -7,9 +7,7 @@ from __future__ import annotations
 import torch
 from transformers import TrainerCallback
 
-
-class NonFiniteError(FloatingPointError):
-    pass
+from dpg.errors import NonFiniteError
 
 
 def _first_bad(named_tensors):

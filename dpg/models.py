@@ -33,6 +33,8 @@ from huggingface_hub import snapshot_download
 from tokenizers import ByteLevelBPETokenizer, Tokenizer, decoders, models, pre_tokenizers
 from transformers import AutoModelForCausalLM, AutoTokenizer, GPT2Config, PreTrainedModel, PreTrainedTokenizerFast
 
+from dpg import fsio
+
 DATA_DIR = Path(__file__).resolve().parent / "data"
 CORPUS_PATH = DATA_DIR / "corpus.txt"
 PROMPTS_PATH = DATA_DIR / "prompts.txt"
@@ -439,4 +441,5 @@ def pretrained_tiny_generator(cache_dir: str | os.PathLike, *, kind: str = "bpe"
         model = load_model(f"tiny-{kind}", role="generator", tokenizer=tok, seed=seed)
         losses = pretrain_generator(model, tok, steps=steps, lr=lr, batch_size=batch_size, seq_len=seq_len, seed=seed)
         record = json.dumps({"settings": settings, "losses": losses}, indent=1)
-        return save_model(model, tok, path, extra_files={"pretrain_losses.json": record})
+        with fsio.writing(path, "caching the pretrained generator in"):
+            return save_model(model, tok, path, extra_files={"pretrain_losses.json": record})

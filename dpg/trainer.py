@@ -26,6 +26,7 @@ from trl import GRPOConfig, GRPOTrainer
 import objectives
 from dpg import checkpoints, fsio, heuristics, models, validation
 from dpg.checkpoints import read_log
+from dpg.errors import RewardError
 from dpg.finite import FiniteGuard, check_loss, check_weights
 from dpg.config import ConfigError, DPGConfig, check_environment, load_config
 from dpg.console import Console, quiet_libraries, step_line
@@ -72,7 +73,7 @@ class DPGReward:
             if k and step is not None and step % k == 0:  # first_order_spearman, loo_pearson, … beside the scaling
                 info.update(agreement(self.engine, examples, out.rewards, n, r.batching, r.compare_loo_max))
         except Exception as e:  # never turn a failure into a reward: re-raise with where it happened
-            raise RuntimeError(f"reward computation failed at GRPO step {step} ({len(completions)} completions, objective "
+            raise RewardError(f"reward computation failed at GRPO step {step} ({len(completions)} completions, objective "
                                f"{self.cfg.objective.get('name')!r}, estimator {r.estimator}): {e}") from e
         self.last = {"rewards": out.rewards, "advantages": adv, "value": out.value, "proxies": out.proxies,
                      "params": out.params,
