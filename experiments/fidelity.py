@@ -64,12 +64,12 @@ K, MAX_LENGTH = 16, 16  # pool size, tokens per document (cost: every run trains
 ESTIMATORS = ["naive", "metagrad", "first_order", "loo"] + [f"lgo{g}" for g in GROUPS]
 
 
-def setup(objective: str, optimizer: str):
+def setup(objective: str, optimizer: str, lr: float):
     """(engine, pool of K target examples, π, score matrix e_k − π) for one cell; float64 throughout."""
     tok = models.load_tokenizer("tiny")
     target = models.load_model("tiny", role="target", tokenizer=tok, untie_lm_head=True, dtype=torch.float64, seed=1)
     obj = objectives.from_config(OBJECTIVES[objective], model=target, tokenizer=tok)
-    cfg = InnerSFTConfig(**OPTIMIZERS[optimizer], max_length=MAX_LENGTH, shuffle=False, dtype="float64")
+    cfg = InnerSFTConfig(optimizer=optimizer, lr=lr, max_length=MAX_LENGTH, shuffle=False, dtype="float64")
     engine = MetagradEngine(target, obj, cfg)
     pool, _ = to_target_examples(models.corpus_lines()[:K], tok, MAX_LENGTH)
     psi = torch.randn(K, generator=torch.Generator().manual_seed(0), dtype=torch.float64)
@@ -169,9 +169,10 @@ def mean_se(xs: list[float]) -> tuple[float, float]:
 
 
 def run_cell(objective: str, optimizer: str, N: int, M: int, truth_datasets: int, repeats: int,
-             per_estimate: int) -> dict:
+             per_estimate: int, lr: float | None = None) -> dict:
     torch.set_num_threads(1)
-    engine, pool, pi, score = setup(objective, optimizer)
+    lr = OPTIMIZERS[optimizer]["lr"] if lr is None else lr
+    engine, pool, pi, score = setup(objective, optimizer, lr)
     gen = torch.Generator().manual_seed(1000 * N + M)
     draw = lambda: torch.multinomial(pi, N, replacement=True, generator=gen)  # noqa: E731
     t0 = time.perf_counter()
@@ -195,7 +196,7 @@ def run_cell(objective: str, optimizer: str, N: int, M: int, truth_datasets: int
         naive_eq.append(cosine(naive_many(engine, pool, pi, score, N, M, per_estimate * ratio, gen), truth))
     limit = large_n_limit(engine, pool, pi, M, N)
     cell = {
-        "objective": objective, "optimizer": optimizer, "N": N, "M": M, "K": K, "lr": OPTIMIZERS[optimizer]["lr"],
+        "objective": objective, "optimizer": optimizer, "N": N, "M": M, "K": K, "lr": lr,
         "truth": {"estimator": "rao_blackwell", "datasets": truth_datasets,
                   "relative_se": (truth_se.norm() / truth.norm()).item(), "norm": truth.norm().item()},
         "large_n_limit_cosine": cosine(limit, truth),
@@ -204,7 +205,8 @@ def run_cell(objective: str, optimizer: str, N: int, M: int, truth_datasets: int
         "seconds_per_dataset": {e: sum(s) / len(s) for e, s in secs.items() if s},
         "naive_equal_compute": {"cosine": mean_se(naive_eq), "datasets": per_estimate * ratio},
         "wall_seconds": time.perf_counter() - t0,
-        "command": f"python experiments/fidelity.py --cell {objective} {optimizer} {N} {M}",
+        "command": f"python experiments/fidelity.py --cell {objective} {optimizer} {N} {M}"
+                   + (f" --lr {lr}" if lr != OPTIMIZERS[optimizer]["lr"] else ""),
     }
     return cell
 
@@ -220,8 +222,11 @@ def naive_many(engine, pool, pi, score, N, M, n_datasets, gen):
     return (phis[:, None] * (counts.sum(1) @ score)).mean(0)
 
 
-def cell_path(objective, optimizer, N, M) -> Path:
-    return OUT / "cells" / f"{objective}_{optimizer}_N{N}_M{M}.json"
+def cell_path(objective, optimizer, N, M, lr=None) -> Path:
+    """The grid's cells at the optimizer's fixed lr; `--lr` cells (the lr ablation) go to cells_lr/."""
+    if lr is None or lr == OPTIMIZERS[optimizer]["lr"]:
+        return OUT / "cells" / f"{objective}_{optimizer}_N{N}_M{M}.json"
+    return OUT / "cells_lr" / f"{objective}_{optimizer}_lr{lr:g}_N{N}_M{M}.json"
 
 
 def main(argv=None):
@@ -236,6 +241,7 @@ def main(argv=None):
     p.add_argument("--per-estimate", type=int, default=4, help="datasets per estimate")
     p.add_argument("--report", action="store_true", help="only rebuild the table and plots")
     p.add_argument("--force", action="store_true", help="recompute cells that exist")
+    p.add_argument("--lr", type=float, help="inner lr instead of the optimizer's fixed one (the lr ablation)")
     args = p.parse_args(argv)
     if args.cell:
         grid = [(args.cell[0], args.cell[1], int(args.cell[2]), int(args.cell[3]))]
@@ -243,12 +249,12 @@ def main(argv=None):
         grid = [(o, opt, n, m) for o in args.objectives for opt in args.optimizers for n in args.ns for m in args.ms]
     if not args.report:
         for o, opt, n, m in grid:
-            path = cell_path(o, opt, n, m)
+            path = cell_path(o, opt, n, m, args.lr)
             if path.exists() and not args.force:
                 continue
             if n % m:
                 raise ValueError(f"N={n} is not a multiple of M={m}")
-            cell = run_cell(o, opt, n, m, args.truth, args.repeats, args.per_estimate)
+            cell = run_cell(o, opt, n, m, args.truth, args.repeats, args.per_estimate, args.lr)
             path.parent.mkdir(parents=True, exist_ok=True)
             tmp = path.with_suffix(".tmp")
             tmp.write_text(json.dumps(cell, indent=1))

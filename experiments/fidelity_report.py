@@ -23,8 +23,8 @@ COLORS = {"naive": "C2", "metagrad": "C0", "first_order": "C3", "loo": "k", "lgo
           "lgo8": "#7a3fb8", "lgo16": "#4d1a8a", "naive_equal_compute": "C8"}
 
 
-def load(out: Path) -> list[dict]:
-    return [json.loads(p.read_text()) for p in sorted((out / "cells").glob("*.json"))]
+def load(out: Path, folder: str = "cells") -> list[dict]:
+    return [json.loads(p.read_text()) for p in sorted((out / folder).glob("*.json"))]
 
 
 def fmt(mean_se) -> str:
@@ -33,12 +33,12 @@ def fmt(mean_se) -> str:
 
 
 def table(cells: list[dict]) -> str:
-    head = ("| objective | opt | N | M | truth rel. SE | large-N limit cos | " + " | ".join(SHOWN)
+    head = ("| objective | opt (lr) | N | M | truth rel. SE | large-N limit cos | " + " | ".join(SHOWN)
             + " | naive @ metagrad's compute |\n|" + "---|" * (7 + len(SHOWN)) + "\n")
     rows = []
     for c in sorted(cells, key=lambda c: (c["objective"], c["optimizer"], c["M"], c["N"])):
         cos = c["cosine"]
-        rows.append(f"| {c['objective']} | {c['optimizer']} | {c['N']} | {c['M']} | {c['truth']['relative_se']:.2f} | "
+        rows.append(f"| {c['objective']} | {c['optimizer']} ({c['lr']:g}) | {c['N']} | {c['M']} | {c['truth']['relative_se']:.2f} | "
                     f"{c['large_n_limit_cosine']:+.2f} | "
                     + " | ".join(fmt(cos[e]) if e in cos else "–" for e in SHOWN)
                     + f" | {fmt(c['naive_equal_compute']['cosine'])} |")
@@ -130,7 +130,11 @@ def report(out: Path) -> None:
     if not cells:
         print(f"no cells in {out / 'cells'}")
         return
-    (out / "table.md").write_text(table(cells) + "\n" + summary(cells))
+    text = table(cells) + "\n" + summary(cells)
+    ablation = load(out, "cells_lr")
+    if ablation:
+        text += "\n### lr ablation (cells_lr/)\n\n" + table(ablation)
+    (out / "table.md").write_text(text)
     plot_cosine_vs_n(cells, out / "cosine_vs_n.png")
     plot_frontier(cells, out / "frontier.png")
     print(f"{len(cells)} cells -> {out / 'table.md'}, {out / 'cosine_vs_n.png'}, {out / 'frontier.png'}")
