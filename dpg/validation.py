@@ -8,6 +8,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
+import re
 from pathlib import Path
 from typing import Any
 
@@ -21,6 +22,10 @@ from dpg.fsio import writable_dir_problem
 TINY_POSITIONS = 256
 TINY_NAMES = ("tiny", "tiny-bpe", "tiny-char")
 INT64 = 2**63
+# transformers' attention implementations (a kernels-hub repo "org/name" is accepted too) and torch's device strings
+ATTENTION = re.compile(r"(paged\|)?(eager|sdpa|flex_attention|flash_attention_[234])")
+KERNEL_REPO = re.compile(r"[\w.-]+/[\w.-]+(:[\w.-]+)?")
+DEVICE = re.compile(r"(cpu|cuda|mps|xpu|hpu|npu|mtia|meta)(:\d+)?")
 SEED_LIMIT = 2**32  # numpy's seed range, which HF's set_seed feeds it to
 
 # key: (lowest allowed, what it means) for fields whose lower bound config.validate does not already check
@@ -31,6 +36,7 @@ AT_LEAST = {
     "logging.sample_completions": (0, "completions logged per step"),
     "logging.heatmap_every": (0, "0 = never"),
     "generator.pretrain_steps": (0, "0 = no pretraining"),
+    "target.pretrain_steps": (0, "0 = no pretraining"),
     "seed": (0, "a seed"),
     "inner_sft.seed": (0, "a seed"),
 }
@@ -74,11 +80,14 @@ def check_values(cfg) -> None:
             raise ConfigError(f"{key}: must be at least {low} ({meaning}), got {value}")
     if cfg.seed >= SEED_LIMIT:
         raise ConfigError(f"seed: must be below 2**32 = {SEED_LIMIT}, got {cfg.seed}")
-    if cfg.generator.pretrain_steps and cfg.generator.name_or_path not in TINY_NAMES:
-        raise ConfigError(f"generator.pretrain_steps: only the embedded tiny generators {list(TINY_NAMES)} are "
-                          f"pretrained here, not {cfg.generator.name_or_path!r} (got {cfg.generator.pretrain_steps})")
-    if cfg.target.pretrain_steps:
-        raise ConfigError(f"target.pretrain_steps: only the generator is pretrained, got {cfg.target.pretrain_steps}")
+    for role in ("generator", "target"):  # LM pretraining on the shipped corpus builds a tiny model and tokenizer
+        spec = getattr(cfg, role)
+        if spec.pretrain_steps and spec.name_or_path not in TINY_NAMES:
+            raise ConfigError(f"{role}.pretrain_steps: only the embedded tiny {role}s {list(TINY_NAMES)} are "
+                              f"pretrained here, not {spec.name_or_path!r} (got {spec.pretrain_steps})")
+        if spec.pretrain_steps and spec.tokenizer not in (None, *TINY_NAMES):
+            raise ConfigError(f"{role}.tokenizer: a pretrained tiny {role} uses a tiny tokenizer {list(TINY_NAMES)}, "
+                              f"not {spec.tokenizer!r} ({role}.pretrain_steps is {spec.pretrain_steps})")
     for key in ("generator.name_or_path", "target.name_or_path", "prompts.field", "output_dir"):
         if not _get(cfg, key).strip():
             raise ConfigError(f"{key}: must not be empty, got {_get(cfg, key)!r}")
@@ -91,6 +100,14 @@ def check_values(cfg) -> None:
     if positions is not None and cfg.inner_sft.max_length > positions:
         raise ConfigError(f"inner_sft.max_length: {cfg.inner_sft.max_length} is more than the target's {positions} "
                           "positions")
+    for role in ("generator", "target"):
+        attn = getattr(cfg, role).attn_implementation
+        if attn is not None and not (ATTENTION.fullmatch(attn) or KERNEL_REPO.fullmatch(attn)):
+            raise ConfigError(f"{role}.attn_implementation: unknown value {attn!r}; choose one of eager, sdpa, "
+                              "flash_attention_2/3/4, flex_attention (optionally paged|...), or a kernels repo org/name")
+    if not DEVICE.fullmatch(cfg.inner_sft.state_device):
+        raise ConfigError(f"inner_sft.state_device: not a torch device, got {cfg.inner_sft.state_device!r} (e.g. cpu, "
+                          "cuda, cuda:1)")
     state_dir = cfg.inner_sft.state_dir
     if state_dir is not None and not Path(state_dir).is_dir():
         raise ConfigError(f"inner_sft.state_dir: not an existing directory: {state_dir}")
