@@ -122,8 +122,11 @@ def test_a_non_utf8_config_names_the_file_line_and_column(tmp_path):
     ("inner_sft.state_dir=/no/such/dir", "inner_sft.state_dir: not an existing directory: /no/such/dir"),
     ("grpo.max_grad_norm=0", None),  # 0 turns clipping off
     ("grpo.loss_type=luspo", "grpo.loss_type: invalid value 'luspo'; choose one of ['dapo', 'grpo', 'dr_grpo', "),
+    ("generator.attn_implementation=bogus", "generator.attn_implementation: unknown value 'bogus'; choose one of "),
+    ("generator.attn_implementation=paged|sdpa", None),
+    ("inner_sft.state_device=gpu0", "inner_sft.state_device: not a torch device, got 'gpu0'"),
 ])
-def test_ranges_that_depend_on_the_models(override, message):
+def test_values_checked_against_the_models_and_libraries(override, message):
     if message is None:
         load_config(QUICKSTART, [override])
         return
