@@ -39,7 +39,7 @@ class ModelSpec:
     dtype: str = "float32"
     untie_lm_head: bool = False  # weight-pattern objectives need an untied head (else the picture lands in wte too)
     attn_implementation: str | None = None  # targets are always switched to "eager" by the engine
-    pretrain_steps: int = 0  # embedded tiny generator only: LM-pretrain it on the shipped corpus first (cached)
+    pretrain_steps: int = 0  # embedded tiny models only: LM-pretrain on the shipped corpus first (seeded, cached)
     lora: LoraSection | None = None  # generator only: train LoRA adapters instead of every weight (null = full)
 
 

@@ -363,7 +363,7 @@ def save_model(model: PreTrainedModel, tokenizer, directory: str | os.PathLike,
 
 
 # ---------------------------------------------------------------------------------------------------------------
-# Quick generator pretraining on the shipped corpus
+# Quick pretraining of the tiny models on the shipped corpus
 # ---------------------------------------------------------------------------------------------------------------
 def corpus_token_stream(tokenizer) -> torch.Tensor:
     """The corpus as one long 1-D tensor of token ids, each paragraph followed by eos."""
@@ -373,24 +373,25 @@ def corpus_token_stream(tokenizer) -> torch.Tensor:
     return torch.tensor(ids, dtype=torch.long)
 
 
-def pretrain_generator(model: PreTrainedModel, tokenizer, steps: int = 300, lr: float = 3e-3, batch_size: int = 16,
-                       seq_len: int = 64, seed: int = 0) -> list[float]:
+def pretrain_lm(model: PreTrainedModel, tokenizer, steps: int = 300, lr: float = 3e-3, batch_size: int = 16,
+                seq_len: int = 64, seed: int = 0) -> list[float]:
     """Train `model` in place as a plain causal LM on random windows of the shipped corpus; return the step losses.
 
     AdamW, constant learning rate, gradient norm clipped at 1. Makes the tiny generator write corpus-like text, so
-    GRPO starts from a policy that produces sentences rather than noise.
+    GRPO starts from a policy that produces sentences rather than noise, and makes the tiny target a pretrained LM
+    that SFT fine-tunes, as in the paper (GPT-2, Llama), rather than a random network.
     """
     for key, value in dict(steps=steps, batch_size=batch_size, seq_len=seq_len).items():
         if not isinstance(value, int) or value < 1:
-            raise ValueError(f"pretrain_generator: {key} must be a positive int, got {value!r}")
+            raise ValueError(f"pretrain_lm: {key} must be a positive int, got {value!r}")
     if not lr > 0:
-        raise ValueError(f"pretrain_generator: lr must be > 0, got {lr!r}")
+        raise ValueError(f"pretrain_lm: lr must be > 0, got {lr!r}")
     n_positions = getattr(model.config, "n_positions", None) or getattr(model.config, "max_position_embeddings", None)
     if n_positions is not None and seq_len > n_positions:
-        raise ValueError(f"pretrain_generator: seq_len={seq_len} exceeds the model's {n_positions} positions")
+        raise ValueError(f"pretrain_lm: seq_len={seq_len} exceeds the model's {n_positions} positions")
     stream = corpus_token_stream(tokenizer)
     if len(stream) <= seq_len:
-        raise ValueError(f"pretrain_generator: seq_len={seq_len} is longer than the corpus ({len(stream)} tokens)")
+        raise ValueError(f"pretrain_lm: seq_len={seq_len} is longer than the corpus ({len(stream)} tokens)")
     gen = torch.Generator().manual_seed(seed)
     opt = torch.optim.AdamW(model.parameters(), lr=lr, betas=(0.9, 0.95), weight_decay=0.01)
     was_training, threads = model.training, torch.get_num_threads()
@@ -417,19 +418,22 @@ def pretrain_generator(model: PreTrainedModel, tokenizer, steps: int = 300, lr: 
     return losses
 
 
-def pretrained_tiny_generator(cache_dir: str | os.PathLike, *, kind: str = "bpe", steps: int = 300,
-                              lr: float = 3e-3, batch_size: int = 16, seq_len: int = 64, seed: int = 0) -> Path:
-    """Build the tiny generator, pretrain it on the shipped corpus once, and cache it; return its directory.
+def pretrained_tiny_model(cache_dir: str | os.PathLike, *, role: Role, kind: str = "bpe", steps: int = 300,
+                          lr: float = 3e-3, batch_size: int = 16, seq_len: int = 64, seed: int = 0) -> Path:
+    """Build the tiny `role` model (seeded init), LM-pretrain it on the shipped corpus once (`pretrain_lm`, the same
+    seed drawing its windows), and cache it; return its directory.
 
-    The directory (HF format, with tokenizer) is named by a hash of the settings and of the shipped text, so a change
-    to either builds a new one. Load it with ``load_model(str(path), role="generator")`` and ``load_tokenizer(...)``.
-    Also holds ``pretrain_losses.json``.
+    The directory (HF format, with tokenizer) is named by the role and a hash of the settings (the model config
+    included) and of the shipped text, so a change to either builds a new one. Load it with
+    ``load_model(str(path), role=role)`` and ``load_tokenizer(...)``. Also holds ``pretrain_losses.json``.
+    The tiny target is built with its head untied (TINY_DEFAULTS), so head and input embeddings pretrain separately.
     """
+    _check_role(role)
     settings = dict(kind=kind, steps=steps, lr=lr, batch_size=batch_size, seq_len=seq_len, seed=seed,
-                    config=TINY_DEFAULTS["generator"], vocab=DEFAULT_BPE_VOCAB if kind == "bpe" else None,
+                    config=TINY_DEFAULTS[role], vocab=DEFAULT_BPE_VOCAB if kind == "bpe" else None,
                     text=hashlib.sha256(CORPUS_PATH.read_bytes() + PROMPTS_PATH.read_bytes()).hexdigest())
     key = hashlib.sha256(json.dumps(settings, sort_keys=True).encode()).hexdigest()[:12]
-    path = Path(cache_dir) / f"tiny-generator-{kind}-{key}"
+    path = Path(cache_dir) / f"tiny-{role}-{kind}-{key}"
     path.parent.mkdir(parents=True, exist_ok=True)
     # Several runs may start together on an empty cache (a study's arms side by side): one builds, the others wait
     # for it on this lock and then find the finished directory.
@@ -438,8 +442,13 @@ def pretrained_tiny_generator(cache_dir: str | os.PathLike, *, kind: str = "bpe"
         if (path / "config.json").is_file():
             return path
         tok = build_tokenizer(kind)
-        model = load_model(f"tiny-{kind}", role="generator", tokenizer=tok, seed=seed)
-        losses = pretrain_generator(model, tok, steps=steps, lr=lr, batch_size=batch_size, seq_len=seq_len, seed=seed)
+        model = load_model(f"tiny-{kind}", role=role, tokenizer=tok, seed=seed)
+        losses = pretrain_lm(model, tok, steps=steps, lr=lr, batch_size=batch_size, seq_len=seq_len, seed=seed)
         record = json.dumps({"settings": settings, "losses": losses}, indent=1)
-        with fsio.writing(path, "caching the pretrained generator in"):
+        with fsio.writing(path, f"caching the pretrained {role} in"):
             return save_model(model, tok, path, extra_files={"pretrain_losses.json": record})
+
+
+def pretrained_tiny_generator(cache_dir: str | os.PathLike, **settings) -> Path:
+    """`pretrained_tiny_model` for the generator (its cache entries keep their names: tiny-generator-<kind>-<hash>)."""
+    return pretrained_tiny_model(cache_dir, role="generator", **settings)

@@ -301,13 +301,7 @@ def _dtype(name: str) -> torch.dtype:
 
 def load_generator(cfg: DPGConfig):
     spec = cfg.generator
-    name = spec.name_or_path
-    if spec.pretrain_steps:
-        if name not in models.TINY_NAMES:
-            raise ValueError(f"generator.pretrain_steps: only the embedded tiny generators are pretrained here, "
-                             f"not {name!r}")
-        kind = models.TINY_NAMES[name]
-        name = str(models.pretrained_tiny_generator(cache_dir(), kind=kind, steps=spec.pretrain_steps, seed=cfg.seed))
+    name = model_name(spec, "generator", cfg.seed)
     tok = models.load_tokenizer(spec.tokenizer or name)
     model = models.load_model(name, role="generator", tokenizer=tok, dtype=_dtype(spec.dtype),
                               attn_implementation=spec.attn_implementation, seed=cfg.seed)
@@ -316,10 +310,28 @@ def load_generator(cfg: DPGConfig):
 
 def load_target(cfg: DPGConfig):
     spec = cfg.target
-    tok = models.load_tokenizer(spec.tokenizer or spec.name_or_path)
-    model = models.load_model(spec.name_or_path, role="target", tokenizer=tok, untie_lm_head=spec.untie_lm_head,
+    name = model_name(spec, "target", cfg.seed + 1)
+    tok = models.load_tokenizer(spec.tokenizer or name)
+    # untie_lm_head applies after pretraining, when the model is loaded: it is how the inner SFT treats the head (an
+    # objective on the head must not move the input embeddings), as the paper unties GPT-2 only to fine-tune it; so
+    # the cache entry does not depend on it. The tiny target is built untied anyway (TINY_DEFAULTS), so for it the
+    # order changes nothing: its head and input embeddings pretrain as separate weights.
+    model = models.load_model(name, role="target", tokenizer=tok, untie_lm_head=spec.untie_lm_head,
                               dtype=_dtype(spec.dtype), seed=cfg.seed + 1)
     return model.to(target_device()), tok
+
+
+def model_name(spec, role: str, seed: int) -> str:
+    """What to load for `role`: spec.name_or_path, or with `pretrain_steps` the cached directory of that tiny model
+    LM-pretrained on the shipped corpus (models.pretrained_tiny_model), initialised and pretrained with `seed`."""
+    if not spec.pretrain_steps:
+        return spec.name_or_path
+    kind = models.TINY_NAMES.get(spec.tokenizer or spec.name_or_path)
+    if spec.name_or_path not in models.TINY_NAMES or kind is None:
+        raise ValueError(f"{role}.pretrain_steps: only the embedded tiny models {sorted(models.TINY_NAMES)} with a "
+                         f"tiny tokenizer are pretrained here, not name_or_path={spec.name_or_path!r}, "
+                         f"tokenizer={spec.tokenizer!r}")
+    return str(models.pretrained_tiny_model(cache_dir(), role=role, kind=kind, steps=spec.pretrain_steps, seed=seed))
 
 
 def target_device() -> torch.device:

@@ -10,7 +10,7 @@ import torch
 
 import dpg.models as M
 from dpg.models import (ModelNotFoundError, build_tokenizer, corpus_lines, is_tied, load_model, load_tokenizer,
-                        pretrain_generator, pretrained_tiny_generator, prompt_lines, save_model, tiny_config)
+                        pretrain_lm, pretrained_tiny_generator, prompt_lines, save_model, tiny_config)
 
 
 def same_weights(a, b) -> bool:
@@ -235,11 +235,11 @@ def test_smollm2_without_the_package_names_the_install_line(monkeypatch):
 
 
 # ---------------------------------------------------------------------------------------------------- pretraining
-def test_pretrain_generator_lowers_loss_and_generates_text():
+def test_pretrain_lm_lowers_loss_and_generates_text():
     tok = build_tokenizer("bpe")
     model = load_model("tiny", role="generator")
     threads = torch.get_num_threads()
-    losses = pretrain_generator(model, tok, steps=30, seed=0)
+    losses = pretrain_lm(model, tok, steps=30, seed=0)
     assert len(losses) == 30 and all(math.isfinite(x) for x in losses)
     assert statistics.mean(losses[-5:]) < losses[0] - 1.0  # ~6.3 -> ~4.5 in 30 steps
     assert not model.training and torch.get_num_threads() == threads  # caller's state restored
@@ -250,7 +250,7 @@ def test_pretrain_generator_lowers_loss_and_generates_text():
     assert out.shape[1] > prompt["input_ids"].shape[1] and text.strip()
 
     with pytest.raises(ValueError, match="seq_len=300.*256"):
-        pretrain_generator(model, tok, steps=1, seq_len=300)
+        pretrain_lm(model, tok, steps=1, seq_len=300)
 
 
 def test_pretrained_tiny_generator_is_cached(tmp_path, monkeypatch):
@@ -261,7 +261,7 @@ def test_pretrained_tiny_generator_is_cached(tmp_path, monkeypatch):
     def fail(*args, **kwargs):
         raise AssertionError("retrained although a cached model exists")
 
-    monkeypatch.setattr(M, "pretrain_generator", fail)
+    monkeypatch.setattr(M, "pretrain_lm", fail)
     assert pretrained_tiny_generator(tmp_path, steps=3) == path
     with pytest.raises(AssertionError, match="retrained"):
         pretrained_tiny_generator(tmp_path, steps=4)  # other settings: another cache entry
