@@ -73,8 +73,9 @@ def _lacking(files: dict, resumable: bool) -> str | None:
     return None
 
 
-def problem(directory: str | Path, resumable: bool = True) -> str | None:
-    """Why `directory` is not a whole checkpoint (one line), or None if every file matches its manifest."""
+def problem(directory: str | Path, resumable: bool = True, hashes: bool = True) -> str | None:
+    """Why `directory` is not a whole checkpoint (one line), or None if every file matches its manifest.
+    `hashes=False` checks names and sizes only (cheap: for deciding which old checkpoints to delete)."""
     directory = Path(directory)
     try:
         manifest = json.loads((directory / MANIFEST).read_text(encoding="utf-8"))
@@ -93,7 +94,7 @@ def problem(directory: str | Path, resumable: bool = True) -> str | None:
         size = path.stat().st_size
         if size != entry["size"]:
             return f"{name} has {size} bytes, its manifest says {entry['size']} (truncated or replaced)"
-        if _sha256(path) != entry["sha256"]:
+        if hashes and _sha256(path) != entry["sha256"]:
             return f"{name} does not match the sha256 in its manifest (edited or corrupted)"
     m = CHECKPOINT_DIR.fullmatch(directory.name)
     if m and int(m.group(1)) != step:
@@ -139,7 +140,7 @@ def latest(run_dir: str | Path) -> Path | None:
 def rotate(run_dir: str | Path, keep: int) -> None:
     """Delete checkpoints older than the newest `keep` whole ones (by step, not by mtime). Each loses its manifest
     first, so one half-deleted by a crash reads as incomplete, never as whole."""
-    whole = [step for step, path in checkpoint_dirs(run_dir) if problem(path) is None]
+    whole = [step for step, path in checkpoint_dirs(run_dir) if problem(path, hashes=False) is None]
     if len(whole) <= keep:
         return
     for step, path in checkpoint_dirs(run_dir):

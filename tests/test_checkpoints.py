@@ -264,3 +264,25 @@ def test_a_nan_loss_is_named_before_the_update(tmp_path, monkeypatch, capsys):
     assert capsys.readouterr().err.strip() == ("dpg train: error: non-finite policy loss at GRPO step 2: nan; stopped "
                                                "before the update")
     assert sorted(p.name for p in run.glob("checkpoint-*")) == ["checkpoint-1"]
+
+
+def fake_checkpoint(run_dir, step):
+    folder = run_dir / f"checkpoint-{step}"
+    folder.mkdir(parents=True)
+    for name in ("model.safetensors", "optimizer.pt", "scheduler.pt", "rng_state.pth"):
+        (folder / name).write_bytes(bytes(step))
+    (folder / "trainer_state.json").write_text(json.dumps({"global_step": step}))
+    checkpoints.write_manifest(folder, step, resumable=True)
+    return folder
+
+
+def test_rotation_keeps_the_newest_whole_checkpoints_by_step(tmp_path):
+    for step in (1, 2, 10):
+        fake_checkpoint(tmp_path, step)
+    (tmp_path / "checkpoint-10" / "optimizer.pt").write_bytes(b"")  # torn: not counted as whole
+    (tmp_path / "checkpoint-11").mkdir()  # a save in progress: not counted, not deleted
+    checkpoints.rotate(tmp_path, keep=1)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["checkpoint-10", "checkpoint-11", "checkpoint-2"]
+    with pytest.raises(RuntimeError, match="the save wrote no scheduler.pt; refusing to mark it complete"):
+        (tmp_path / "checkpoint-2" / "scheduler.pt").unlink()
+        checkpoints.write_manifest(tmp_path / "checkpoint-2", 2, resumable=True)
