@@ -8,9 +8,10 @@ The generator is a softmax policy π = softmax(ψ) over a pool of K documents fr
 function is exact: ∇_ψ log π(k) = e_k − π. A dataset D is N iid draws; inner SFT trains the embedded tiny target on D
 in M steps of N/M examples; J(ψ) = E_D[Φ(A(D))]. Every estimator gives per-example rewards rᵢ, and its policy
 gradient estimate from S datasets is mean_D Σᵢ rᵢ (e_{xᵢ} − π). The estimators (dpg/rewards.py, docs/estimators.md):
-naive (rᵢ = Φ(D)), metagrad (DPG, dΦ/dwᵢ), first_order, loo (Φ(D) − Φ(D∖i)) and leave_group_out with G groups
-(G ∈ {2, 4, 8, 16}). loo and leave_group_out are unbiased; naive is unbiased but noisy; metagrad and first_order
-are biased Taylor estimates.
+naive (rᵢ = Φ(D) minus the mean Φ of the estimate's other datasets: the baseline GRPO's batch advantages over SFT
+runs give it; `naive_raw` without it), metagrad (DPG, dΦ/dwᵢ), first_order, loo (Φ(D) − Φ(D∖i)) and
+leave_group_out with G groups (G ∈ {2, 4, 8, 16}). loo, leave_group_out and naive are unbiased; metagrad and
+first_order are biased Taylor estimates.
 
 Exact and cheap, because the loss weights mean multiplicity (token-mean normaliser, dpg/sft.py): SFT on D equals SFT
 on the distinct documents of each step weighted by their counts, dΦ/dwᵢ is the derivative with respect to the count
@@ -61,7 +62,7 @@ OBJECTIVES = {
 OPTIMIZERS = {"adamw": dict(optimizer="adamw", lr=1e-3), "sgd": dict(optimizer="sgd", lr=0.1)}
 NS, MS, GROUPS = [16, 64, 256, 1024], [1, 4, 16], [2, 4, 8, 16]
 K, MAX_LENGTH = 16, 16  # pool size, tokens per document (cost: every run trains on ≤ M·K documents)
-ESTIMATORS = ["naive", "metagrad", "first_order", "loo"] + [f"lgo{g}" for g in GROUPS]
+ESTIMATORS = ["naive", "naive_raw", "metagrad", "first_order", "loo"] + [f"lgo{g}" for g in GROUPS]
 
 
 def setup(objective: str, optimizer: str, lr: float):
@@ -103,7 +104,7 @@ def dataset_estimates(engine, pool, x, M, score, groups, gen):
     t = time.perf_counter()
     value = engine.value(items, W)
     secs["naive"] = time.perf_counter() - t
-    est["naive"] = value * s_x.sum(0)
+    est["naive_raw"] = value * s_x.sum(0)  # no baseline; `naive` gets one across datasets in run_cell
     t = time.perf_counter()
     est["metagrad"] = engine.run(items, W).metagrads.double()[item_of] @ s_x
     secs["metagrad"] = time.perf_counter() - t
@@ -123,7 +124,8 @@ def dataset_estimates(engine, pool, x, M, score, groups, gen):
         r = value - engine.values(items, rows, budget_mb=2048)[group_of]
         secs[name] = time.perf_counter() - t + secs["naive"]  # Φ(D) is part of the estimator's cost
         est[name] = r @ s_x
-    return est, secs
+    secs["naive_raw"] = secs["naive"]
+    return est, secs, value
 
 
 def rao_blackwell_sample(engine, pool, pi, score, N, M, gen):
@@ -181,16 +183,26 @@ def run_cell(objective: str, optimizer: str, N: int, M: int, truth_datasets: int
     truth = truth_samples.mean(0)
     truth_se = truth_samples.std(0) / math.sqrt(truth_datasets)
     cos, secs = {e: [] for e in ESTIMATORS}, {e: [] for e in ESTIMATORS}
-    naive_eq = []
+    naive_eq, raw = [], {e: [] for e in ESTIMATORS}
     for _ in range(repeats):
-        sums = {}
+        ests, phis, score_sums = [], [], []
         for _ in range(per_estimate):
-            est, sec = dataset_estimates(engine, pool, draw(), M, score, GROUPS, gen)
-            for name, g in est.items():
-                sums[name] = sums.get(name, 0) + g / per_estimate
+            x = draw()
+            est, sec, phi = dataset_estimates(engine, pool, x, M, score, GROUPS, gen)
+            ests.append(est)
+            phis.append(phi)
+            score_sums.append(score[x].sum(0))
+            for name in sec:
                 secs[name].append(sec[name])
-        for name, g in sums.items():
-            cos[name].append(cosine(g, truth))
+        # naive: Φ(D) minus the mean Φ of the estimate's other datasets (unbiased; what GRPO's batch advantages over
+        # SFT runs do), so the dataset-level reward is not handicapped by Φ's offset
+        phis = torch.tensor(phis, dtype=torch.float64)
+        baseline = (phis.sum() - phis) / (per_estimate - 1)
+        for est, phi, b, s_sum in zip(ests, phis, baseline, score_sums):
+            est["naive"] = (phi - b) * s_sum
+        for name in ests[0]:
+            cos[name].append(cosine(sum(e[name] for e in ests) / per_estimate, truth))
+            raw[name] += [e[name].tolist() for e in ests]
         # naive at metagrad's compute: as many datasets as metagrad's time buys (Φ's batched over datasets)
         ratio = max(1, round(sum(secs["metagrad"]) / sum(secs["naive"])))
         naive_eq.append(cosine(naive_many(engine, pool, pi, score, N, M, per_estimate * ratio, gen), truth))
@@ -204,6 +216,9 @@ def run_cell(objective: str, optimizer: str, N: int, M: int, truth_datasets: int
         "cosine": {e: mean_se(c) for e, c in cos.items() if c},
         "seconds_per_dataset": {e: sum(s) / len(s) for e, s in secs.items() if s},
         "naive_equal_compute": {"cosine": mean_se(naive_eq), "datasets": per_estimate * ratio},
+        # per-dataset estimates Σᵢ rᵢ (e_{xᵢ} − π) (naive with its across-dataset baseline) and the truth's samples:
+        # enough to recompute any statistic without rerunning the cell
+        "raw": {"estimates": raw, "truth_samples": truth_samples.tolist()},
         "wall_seconds": time.perf_counter() - t0,
         "command": f"python experiments/fidelity.py --cell {objective} {optimizer} {N} {M}"
                    + (f" --lr {lr}" if lr != OPTIMIZERS[optimizer]["lr"] else ""),
@@ -212,14 +227,16 @@ def run_cell(objective: str, optimizer: str, N: int, M: int, truth_datasets: int
 
 
 def naive_many(engine, pool, pi, score, N, M, n_datasets, gen):
-    """The naive estimate from `n_datasets` datasets, their Φ's in one batched call over the full pool per step."""
+    """The naive estimate from `n_datasets` datasets (each baselined by the mean Φ of the others), their Φ's in one
+    batched call over the full pool per step."""
     K = len(pool)
     engine.cfg.microbatch_size = K
     xs = torch.multinomial(pi, N * n_datasets, replacement=True, generator=gen).view(n_datasets, M, N // M)
     counts = torch.zeros(n_datasets, M, K, dtype=torch.float64)
     counts.scatter_add_(2, xs, torch.ones_like(xs, dtype=torch.float64))
     phis = engine.values(pool * M, counts.view(n_datasets, M * K), budget_mb=2048)
-    return (phis[:, None] * (counts.sum(1) @ score)).mean(0)
+    baseline = (phis.sum() - phis) / (n_datasets - 1)
+    return ((phis - baseline)[:, None] * (counts.sum(1) @ score)).mean(0)
 
 
 def cell_path(objective, optimizer, N, M, lr=None) -> Path:
@@ -238,7 +255,8 @@ def main(argv=None):
     p.add_argument("--ms", nargs="+", type=int, default=MS)
     p.add_argument("--truth", type=int, default=64, help="datasets for the ground truth")
     p.add_argument("--repeats", type=int, default=6, help="independent estimates per estimator (error bars)")
-    p.add_argument("--per-estimate", type=int, default=4, help="datasets per estimate")
+    p.add_argument("--per-estimate", type=int, default=2,
+                   help="datasets per estimate (≥ 2: naive's baseline is the other datasets' mean Φ)")
     p.add_argument("--report", action="store_true", help="only rebuild the table and plots")
     p.add_argument("--force", action="store_true", help="recompute cells that exist")
     p.add_argument("--lr", type=float, help="inner lr instead of the optimizer's fixed one (the lr ablation)")
