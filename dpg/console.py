@@ -49,13 +49,20 @@ class Console:
             raise ValueError(f"logging.verbosity: invalid value {verbosity!r}; choose one of {list(VERBOSITIES)}")
         self.verbosity, self.show_bar = verbosity, progress and verbosity != "quiet"
         self._bar = None
+        self._print = None  # while a bar is live: prints above it, unwrapped (rich would break a long line)
 
     def info(self, message: str) -> None:
         if self.verbosity != "quiet":
-            print(message, flush=True)
+            self._out(message)
 
     def debug(self, message: str) -> None:
         if self.verbosity == "debug":
+            self._out(message)
+
+    def _out(self, message: str) -> None:
+        if self._print is not None:
+            self._print(message)
+        else:
             print(message, flush=True)
 
     def result(self, message: str) -> None:
@@ -78,10 +85,11 @@ class Console:
                       TextColumn("eta"), TimeRemainingColumn(), transient=True) as bar:
             task = bar.add_task(description, total=total, completed=completed)
             self._bar = lambda: bar.advance(task)
+            self._print = lambda m: bar.console.print(m, markup=False, highlight=False, soft_wrap=True)
             try:
                 yield
             finally:
-                self._bar = None
+                self._bar = self._print = None
 
     def advance(self) -> None:
         if self._bar is not None:
