@@ -127,6 +127,22 @@ def test_reward_callable_scores_text_from_another_tokenizer():
     assert rewards == eng.run(examples).metagrads.tolist()
 
 
+def test_reward_callable_leave_group_out_draws_a_seeded_partition_per_call():
+    tok = char_tokenizer()
+    cfg = DPGConfig(grpo=GRPOSection(prompts_per_step=2, num_generations=2, micro_batch_size=4),
+                    reward=RewardConfig(estimator="leave_group_out", groups=2, compare_every=1))
+    cfg.inner_sft = InnerSFTConfig(optimizer="sgd", lr=0.5, microbatch_size=2, max_length=16, dtype=torch.float64)
+    eng = MetagradEngine(tiny_gpt2(vocab_size=14), lambda m, p: -p["lm_head.weight"].norm(), cfg.inner_sft)
+    texts = ["abc", "ja", "", "hij hij"]
+    reward = DPGReward(eng, tok, cfg)
+    out = reward.score(["p", "p", "q", "q"], texts, step=1)
+    examples, _ = to_target_examples(texts, tok, 16)
+    again = compute_rewards(eng, examples, 2, "leave_group_out", "cross_group", 2, torch.Generator().manual_seed(0))
+    assert torch.equal(out["rewards"], again.rewards)  # the run's seed (0) seeds the partitions
+    assert len(set(out["rewards"].tolist())) == 2
+    assert {"first_order_spearman", "loo_pearson"} <= set(out["info"])  # compare_every: 1
+
+
 def test_spearman_and_first_order_estimator():
     from dpg.rewards import agreement, pearson, spearman
 
