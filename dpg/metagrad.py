@@ -15,13 +15,15 @@ because L_k = Σᵢ cᵢ(w)·wᵢ·sᵢ(θ) is linear in s: ∂/∂wⱼ⟨∇L_k
 normaliser cᵢ = 1/Σ wⱼnⱼ, the term −nⱼ·cⱼ·⟨∇L_k, ḡ⟩ (`dpg.sft.loss_weight_grad`). No constant factor is dropped.
 
 Kept graphs (`inner_sft.graph_budget_mb` > 0): step 2 first recomputes the microbatch gradients with
-create_graph=True, then differentiates them again. The forward pass can build that graph instead (`gradient_graph`:
+create_graph=True, then differentiates them again. The forward pass can build that graph instead (`GradientGraph`:
 the step's gradient on leaves θ_k and w) and keep it, so that the reverse pass runs only the second backward
 (`second_backward`): 9 matrix products per microbatch instead of 12, the unroll's count, for the memory of the graph.
-It keeps the last steps that fit, since the reverse pass frees those first: the first graph built is measured
-(`_measured_graph`) and every step estimated from it (`_first_kept`); graphs then start at the first step that should
-fit, and if one turns out larger the earliest kept is dropped, so what is kept never exceeds the budget. A dropped or
-never-built step takes the recompute path. The metagradients are the same (the same operations; tests/test_engine.py).
+It keeps the last steps that fit, since the reverse pass frees those first. The first microbatch graph built is
+measured (`_SavedBytes`) and every step's graph estimated from it (`_first_kept`); graphs are built from the first
+step that should fit, one microbatch at a time and measured as they grow, the earliest kept one dropped whenever the
+total would pass the budget, and a step that alone does not fit given up. So the kept graphs never hold more than
+the budget, and the forward pass at most one microbatch's graph more, which the reverse pass holds anyway. A step
+without a kept graph takes the recompute path. The metagradients are the same (tests/test_engine.py).
 
 Data parallel (`data_parallel=True`, torch.distributed initialised): every process holds every example and the same
 schedule, but computes only its rows of each microbatch. Two sums cross processes, g_k in the forward and the HVP in
@@ -205,22 +207,35 @@ class MetagradEngine:
         """SFT from θ₀. With `graphs`, the last steps whose gradient graphs fit in the graph budget leave them there."""
         theta, state = self.params0, self.opt.init(self.params0)
         budget = self._graph_budget() if graphs is not None else 0
-        first_kept = None  # graphs are built from this step on; estimated when the first one is measured
+        first_kept = None  # graphs are built from this step on; estimated on the first microbatch measured
         for k, step in enumerate(steps):
             graph = None
             if budget and step.microbatches and (first_kept is None or k >= first_kept):
-                graph = _measured_graph(self.model, theta, step, w)
-                if first_kept is None:
-                    first_kept = _first_kept(steps, k, graph, budget)
-                if k >= first_kept:
-                    graphs[k] = graph
-                    while sum(g.nbytes for g in graphs.values()) > budget:  # larger than estimated: drop the earliest
-                        del graphs[min(graphs)]
+                graph, first_kept = self._kept_graph(steps, k, theta, w, graphs, budget, first_kept)
             g, next_theta, next_state = self._step(step, w, theta, state, graph)
             if store is not None:
                 store.save(k, (theta, state, g))
             theta, state = next_theta, next_state
         return theta, state
+
+    def _kept_graph(self, steps, k, theta, w, graphs, budget, first_kept):
+        """(step k's GradientGraph, added to `graphs`, or None where it is not kept; first_kept). Built one
+        microbatch at a time: after each, the earliest kept graphs are dropped while the total passes the budget,
+        and the step is given up (it recomputes) if it alone passes it or if the estimate made on the very first
+        microbatch says it should not be kept."""
+        graph, meter = GradientGraph.start(theta, w), _SavedBytes()
+        for mb in steps[k].microbatches:
+            with meter:
+                graph.add(self.model, mb)
+            graph.nbytes = meter.holding(graph)
+            if first_kept is None:
+                first_kept = _first_kept(steps, mb, graph, budget)
+            if k < first_kept or graph.nbytes > budget:
+                return None, first_kept
+            while graph.nbytes + sum(g.nbytes for g in graphs.values()) > budget:
+                del graphs[min(graphs)]
+        graphs[k] = graph
+        return graph, first_kept
 
     def _phi(self, theta: Params) -> torch.Tensor:
         out = self.objective(self.model, {**self.frozen, **theta})
@@ -334,32 +349,33 @@ def hvp_and_dots(model, params: Params, mb, weights: torch.Tensor, v: Params) ->
     all examples: cᵢ·⟨∇sᵢ(θ), v⟩ for the microbatch's rows, plus the token-mean normaliser's term for every example
     of the step). Plain autograd here is 1.4-1.8× faster on CPU than torch.func's forward-over-reverse
     `jvp(grad(L))` (docs/performance.md); no graph outlives the call."""
-    return second_backward(gradient_graph(model, params, [mb], weights), v)
+    graph = GradientGraph.start(params, weights)
+    graph.add(model, mb)
+    return second_backward(graph, v)
 
 
 @dataclass
 class GradientGraph:
-    """∇_θ Σ_mb L_mb(θ; w) over some microbatches, computed with create_graph=True on the detached leaves θ and w, so
-    that ⟨grads, v⟩ can be differentiated again in both (`second_backward`)."""
+    """∇_θ Σ_mb L_mb(θ; w) over the microbatches added, computed with create_graph=True on the detached leaves θ and
+    w, so that ⟨grads, v⟩ can be differentiated again in both (`second_backward`). Its value is bit-identical to
+    `step_gradient`'s (the same kernels, summed in the same order): a kept step trains exactly like a recomputed one."""
 
     leaves: Params
     weights: torch.Tensor
-    grads: Params
-    nbytes: int = 0  # the memory it holds, where measured (`_measured_graph`)
+    grads: Params | None = None
+    nbytes: int = 0  # the memory it holds, where measured (`_SavedBytes`)
 
-
-def gradient_graph(model, params: Params, microbatches, weights: torch.Tensor) -> GradientGraph:
-    """The first backward of `hvp_and_dots`. The gradient's value is bit-identical to `step_gradient`'s (the same
-    kernels, summed over the microbatches in the same order), so a kept step trains exactly like a recomputed one."""
-    with torch.enable_grad():
+    @classmethod
+    def start(cls, params: Params, weights: torch.Tensor) -> GradientGraph:
         leaves = {k: p.detach().requires_grad_(True) for k, p in params.items()}
-        w_leaf = weights.detach().requires_grad_(True)
-        grads = None
-        for mb in microbatches:
-            g = torch.autograd.grad(microbatch_loss(model, leaves, mb, w_leaf)[0], list(leaves.values()),
-                                    create_graph=True, materialize_grads=True)
-            grads = g if grads is None else [a + b for a, b in zip(grads, g)]
-    return GradientGraph(leaves, w_leaf, dict(zip(leaves, grads)))
+        return cls(leaves, weights.detach().requires_grad_(True))
+
+    def add(self, model, mb) -> None:
+        with torch.enable_grad():
+            loss = microbatch_loss(model, self.leaves, mb, self.weights)[0]
+            g = torch.autograd.grad(loss, list(self.leaves.values()), create_graph=True, materialize_grads=True)
+            self.grads = (dict(zip(self.leaves, g)) if self.grads is None
+                          else {k: self.grads[k] + x for k, x in zip(self.leaves, g)})
 
 
 def second_backward(graph: GradientGraph, v: Params, hvp: bool = True) -> tuple[Params | None, torch.Tensor]:
@@ -372,36 +388,40 @@ def second_backward(graph: GradientGraph, v: Params, hvp: bool = True) -> tuple[
     return (dict(zip(graph.leaves, h)) if hvp else None), w_grad
 
 
-def _measured_graph(model, params: Params, step: Step, weights: torch.Tensor) -> GradientGraph:
-    """`gradient_graph` of a whole step and the memory it holds: every distinct storage its nodes saved, plus its
-    leaves θ_k and its gradient g_k (counted even where the memory store shares them: the budget errs on the safe
-    side). Storages are told apart by address, so one freed while the graph was built counts until its address is
-    reused."""
-    storages = {}
+class _SavedBytes(torch.autograd.graph.saved_tensors_hooks):
+    """While active, notes every storage that autograd saves for a backward, by address: one freed meanwhile counts
+    until its address is reused, so the total errs on the safe side."""
 
-    def pack(t):
-        storages[t.untyped_storage().data_ptr()] = t.untyped_storage().nbytes()
+    def __init__(self):
+        self.storages = {}
         # Not `t` itself: a saved output would then hold its own grad_fn, a cycle through C++ that gc cannot free.
         # Autograd re-attaches the saved tensor's grad_fn when it unpacks it, so the double backward is unchanged.
-        return t.detach()
+        super().__init__(lambda t: self._note(t, self.storages).detach(), lambda t: t)
 
-    with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
-        graph = gradient_graph(model, params, step.microbatches, weights)
-    for t in (*graph.leaves.values(), *graph.grads.values()):
-        pack(t)
-    graph.nbytes = sum(storages.values())
-    return graph
+    @staticmethod
+    def _note(t: torch.Tensor, storages: dict) -> torch.Tensor:
+        storages[t.untyped_storage().data_ptr()] = t.untyped_storage().nbytes()
+        return t
+
+    def holding(self, graph: GradientGraph) -> int:
+        """The memory `graph` holds: what its nodes saved, its leaves θ_k and its gradient g_k (counted even where
+        the memory store shares θ_k and g_k)."""
+        storages = dict(self.storages)
+        for t in (*graph.leaves.values(), *graph.grads.values()):
+            self._note(t, storages)
+        return sum(storages.values())
 
 
-def _tokens(step: Step) -> int:
-    return sum(mb.input_ids.numel() for mb in step.microbatches)
+def _tokens(step_or_mb) -> int:
+    mbs = step_or_mb.microbatches if isinstance(step_or_mb, Step) else [step_or_mb]
+    return sum(mb.input_ids.numel() for mb in mbs)
 
 
-def _first_kept(steps: list[Step], k: int, graph: GradientGraph, budget: float) -> int:
-    """The first of the last steps whose graphs should fit in `budget` bytes, estimated from step k's measured graph:
-    θ and g weigh the same in every step, the saved activations scale with the step's padded tokens."""
+def _first_kept(steps: list[Step], mb, graph: GradientGraph, budget: float) -> int:
+    """The first of the last steps whose graphs should fit in `budget` bytes, estimated from the graph of the one
+    microbatch `mb`: θ and g weigh the same in every step, the saved activations scale with the padded tokens."""
     fixed = 2 * sum(t.numel() * t.element_size() for t in graph.grads.values())
-    per_token = (graph.nbytes - fixed) / _tokens(steps[k])
+    per_token = (graph.nbytes - fixed) / _tokens(mb)
     total = 0.0
     for j in reversed(range(len(steps))):
         total += fixed + per_token * _tokens(steps[j]) if steps[j].microbatches else 0

@@ -373,3 +373,17 @@ def test_graph_budget_loads_from_yaml(tmp_path):
         path.write_text(f"inner_sft:\n  graph_budget_mb: {text}\n")
         with pytest.raises(ConfigError, match="inner_sft.graph_budget_mb"):
             load_config(path)
+
+
+def test_a_budget_below_every_graph_builds_one_microbatch_graph_only(monkeypatch):
+    """The estimate comes from the first microbatch's graph: when no step fits, no other graph is built, so the
+    forward pass never holds more than one microbatch's graph (which the reverse pass holds anyway)."""
+    from dpg.metagrad import GradientGraph
+
+    built, add = [], GradientGraph.add
+    monkeypatch.setattr(GradientGraph, "add", lambda self, model, mb: (built.append(mb), add(self, model, mb)))
+    examples = random_examples(N)
+    res = engine_for("adamw", graph_budget_mb=0.1).run(examples)  # a step's θ_k and g_k alone are 0.15 MB here
+    assert res.kept_steps == 0 and len(built) == 1 + 5  # the measured one, then the HVPs of steps 1-3 (2 + 2 + 1)
+    reference = engine_for("adamw").run(examples)
+    assert (res.metagrads - reference.metagrads).abs().max() <= 1e-12 * reference.metagrads.abs().max()
