@@ -19,7 +19,8 @@ import numpy as np
 PRIMARY = {"l2_norm": ("norm", False), "sixseven": ("pixel_accuracy", True), "qr_code": ("pixel_accuracy", True),
            "uuid": ("uuid_longest_run", True), "belief": ("prefers_fact", True), "language": ("language_share", True)}
 COLORS = {"dpg_adamw": "C0", "dpg_sgd": "C1", "naive": "C2", "first_order": "C3", "control": "C7",
-          "levenshtein": "C4", "embedding": "C5", "langid": "C6"}
+          "levenshtein": "C4", "embedding": "C5", "langid": "C6", "loo": "C8", "leave_group_out": "C9",
+          "dpg_adamw_inverse": "navy"}
 
 
 def load_runs(runs_dir: Path) -> dict[str, list[dict]]:
@@ -75,21 +76,36 @@ def summarize(study: str, runs: list[dict]) -> dict:
     return out
 
 
+def paired_to_naive(runs: list[dict], naive: list[dict] | None) -> dict | None:
+    """End-to-end ΔΦ of an arm minus naive's, paired by seed (same initial generator and target): the mean of the
+    per-seed differences and its standard error (std / √n), over the seeds both arms finished."""
+    if not naive:
+        return None
+    base = {r["seed"]: r["evals"][-1]["phi"] - r["evals"][0]["phi"] for r in naive}
+    d = np.array([r["evals"][-1]["phi"] - r["evals"][0]["phi"] - base[r["seed"]] for r in runs if r["seed"] in base])
+    if not len(d):
+        return None
+    se = float(d.std(ddof=1) / np.sqrt(len(d))) if len(d) > 1 else float("nan")
+    return {"mean": float(d.mean()), "se": se, "seeds": len(d)}
+
+
 def table(study: str, summary: dict) -> str:
     key = next(iter(summary.values()))["proxy"]
     lines = [f"| arm | seeds | training Φ (own SFT, steps 1-5 → last 5) | end-to-end Φ initial → final | ΔΦ end to end "
              f"| ΔΦ end to end, batch-sized SFT | {key} initial → final | Spearman(first-order, exact) "
-             "| wall time / run (train + eval) |",
-             "|---|---|---|---|---|---|---|---|---|"]
+             "| ΔΦ − naive's, paired by seed (± SE) | wall time / run (train + eval) |",
+             "|---|---|---|---|---|---|---|---|---|---|"]
     for arm, s in summary.items():
         d = 2 if key in ("norm", "uuid_longest_run") else 3
         train = ("(unrelated Φ)" if arm == "control" else f"{fmt(s['train_phi_first5'])} → {fmt(s['train_phi_last5'])}")
+        vs = s.get("e2e_vs_naive")
+        vs = f"{vs['mean']:+.3f} ± {vs['se']:.3f}" if vs and arm != "naive" else "–"
         lines.append(
             f"| {arm} | {len(s['seeds'])} | {train} | "
             f"{fmt(s['e2e_phi_initial'])} → {fmt(s['e2e_phi_final'])} | {s['e2e_phi_delta'][0]:+.3f} ± "
             f"{s['e2e_phi_delta'][1]:.3f} | {s['e2e_batch_phi_delta'][0]:+.3f} ± {s['e2e_batch_phi_delta'][1]:.3f} | "
             f"{fmt(s['proxy_initial'], d)} → {fmt(s['proxy_final'], d)} | "
-            f"{fmt(s['spearman_first_order'], 2) if s['spearman_first_order'] else '–'} | "
+            f"{fmt(s['spearman_first_order'], 2) if s['spearman_first_order'] else '–'} | {vs} | "
             f"{s['train_seconds'][0]:.0f} + {s['eval_seconds'][0]:.0f} s |")
     return "\n".join(lines)
 
@@ -199,7 +215,8 @@ def report(study: str, runs_dir: Path, out: Path) -> dict:
     if not arms:
         print(f"{study}: no finished runs in {runs_dir}")
         return {}
-    summary = {arm: summarize(study, runs) for arm, runs in arms.items()}
+    summary = {arm: summarize(study, runs) | {"e2e_vs_naive": paired_to_naive(runs, arms.get("naive"))}
+               for arm, runs in arms.items()}
     out.mkdir(parents=True, exist_ok=True)
     compact = {arm: [{k: v for k, v in r.items() if k != "log"} | {"log": [
         {k: x[k] for k in ("step", "phi", "spearman_first_order")} for x in r["log"]]} for r in runs]

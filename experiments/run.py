@@ -2,6 +2,7 @@
 
     python experiments/run.py STUDY [--arms dpg_adamw naive ...] [--seeds 0 1 2] [--steps 40] [--eval-n 64]
     python experiments/run.py STUDY --report          # only rebuild docs/results/STUDY.{json,png} from finished runs
+    python experiments/run.py STUDY --point bs256_m4  # the paper regime (below) at one point of the batch-size sweep
 
 STUDY is a config in configs/studies/ (l2_norm, sixseven, qr_code, language, uuid, belief, *_smollm2). An arm is a
 list of `key=value` overrides of that config (ARMS below). For each arm x seed:
@@ -18,6 +19,13 @@ list of `key=value` overrides of that config (ARMS below). For each arm x seed:
 
 Then it aggregates every finished run of the study into docs/results/STUDY.json and plots docs/results/STUDY.png
 (and STUDY_pictures.png for the weight-pattern studies) with experiments/plots.py.
+
+The paper regime (issue 12; docs/results.md, "Protocol for the paper-regime studies"): `--point NAME` adds PAPER to
+the study config (the LM-pretrained target, 64 examples per inner optimizer step, the inner learning rates that
+experiments/lr_sweep.py chose by its rule, docs/results/paper/inner_lr.json) and the point's batch: NAME = bsB_mM is
+B completions per GRPO step in M inner steps, at TOTAL_EXAMPLES examples seen whatever B (the paper's batch-size
+sweep, at CPU scale). Runs go to runs/paper/NAME/STUDY/ARM/seedS/, the report to docs/results/paper/NAME/STUDY.json.
+Without --point: the 40-step studies of docs/results.md as they were run (random-init target, 16 completions).
 """
 
 from __future__ import annotations
@@ -50,10 +58,15 @@ SGD_LR = 1.0  # calibrated once: moves Φ about as much as AdamW at lr 1e-2 on 1
 
 ARMS = {
     "dpg_adamw": [],  # the study config as written: exact metagradients through AdamW inner SFT
-    "dpg_sgd": ["inner_sft.optimizer=sgd", f"inner_sft.lr={SGD_LR}"],
+    "dpg_sgd": ["inner_sft.optimizer=sgd"],  # its lr: SGD_LR, or the paper regime's swept one (arm_overrides)
     "naive": ["reward.estimator=naive", "reward.batching=inverse_groups", "reward.advantages=batch",
               "reward.compare_every=0"],
     "first_order": ["reward.estimator=first_order", "reward.compare_every=0"],
+    # unbiased removal estimators (docs/estimators.md): N + 1 and G + 1 SFT runs per reward call
+    "loo": ["reward.estimator=loo", "reward.compare_every=0"],
+    "leave_group_out": ["reward.estimator=leave_group_out", "reward.groups=16", "reward.compare_every=0"],
+    # the cross-group batching ablation: DPG-AdamW with every completion of a prompt in a different SFT run
+    "dpg_adamw_inverse": ["reward.batching=inverse_groups"],
     # drift control: exact DPG-AdamW for an unrelated objective (experiments/controls.py), judged by the study's Φ
     "control": ["objective={name: 'controls:RandomDirection', seed: 0}", "reward.compare_every=0"],
     # language only: heuristic rewards (dpg/heuristics.py), scored against the study's target-language texts
@@ -64,6 +77,42 @@ ARMS = {
 CORE_ARMS = ["dpg_adamw", "dpg_sgd", "naive", "first_order", "control"]
 STUDY_ARMS = {"language": CORE_ARMS + ["levenshtein", "embedding", "langid"],
               "language_smollm2": CORE_ARMS + ["levenshtein", "embedding", "langid"]}
+
+# -- the paper regime (issue 12) -----------------------------------------------------------------------------------
+# Every point: the LM-pretrained tiny target (as the paper fine-tunes pretrained GPT-2 / Llama), INNER_BATCH examples
+# per inner optimizer step (the paper's 1,024 scaled down with the 64-dim generator; its sweep is 1,024 / 8,192 /
+# 98,304 rollouts per step at M = 1 / 8 / 96), GRPO micro-batches of 64 completions, and prompts cycled
+# where a step needs more than the 200 built-in ones (each copy its own GRPO group).
+INNER_BATCH = 64
+TARGET_PRETRAIN_STEPS = 300  # as the generator's: 300 AdamW steps of 16 × 64 tokens, 7 passes over the corpus
+PAPER = [f"target.pretrain_steps={TARGET_PRETRAIN_STEPS}", f"inner_sft.microbatch_size={INNER_BATCH}",
+         "inner_sft.grad_accum_steps=1", "grpo.micro_batch_size=64", "prompts.repeat=true"]
+POINTS = {"bs64_m1": 16, "bs256_m4": 64, "bs1024_m16": 256}  # name: prompts per step, 4 completions each
+MAIN_POINT = "bs256_m4"  # the main arms of every study; the sweep's other points for sixseven and l2_norm
+TOTAL_EXAMPLES = 40_960  # examples seen per run at every point: 640 / 160 / 40 GRPO steps of 64 / 256 / 1,024
+INNER_LR_FILE = DOCS / "paper" / "inner_lr.json"  # written by experiments/lr_sweep.py
+
+
+def point_steps(point: str) -> int:
+    return TOTAL_EXAMPLES // (4 * POINTS[point])
+
+
+def point_overrides(point: str) -> list[str]:
+    """The paper regime at POINT, before any arm or inner lr."""
+    return [*PAPER, f"grpo.prompts_per_step={POINTS[point]}"]
+
+
+def arm_overrides(arm: str, point: str | None, extra: list[str] = ()) -> list[str]:
+    """ARM's overrides of the study config, with the `--set` ones (`extra`): at a paper-regime POINT with the inner lr
+    that experiments/lr_sweep.py chose for the arm's optimizer (`extra` may change the point, not the arm or its lr),
+    or (None) as in the 40-step studies of docs/results.md (the config's AdamW lr, SGD_LR for SGD)."""
+    sgd = "inner_sft.optimizer=sgd" in ARMS[arm]
+    if point is None:
+        return [*extra, *ARMS[arm], *([f"inner_sft.lr={SGD_LR}"] if sgd else [])]
+    if not INNER_LR_FILE.is_file():
+        raise SystemExit(f"{INNER_LR_FILE} is missing: run `python experiments/lr_sweep.py` first")
+    lr = json.loads(INNER_LR_FILE.read_text())["chosen"]["sgd" if sgd else "adamw"]
+    return [*point_overrides(point), *extra, *ARMS[arm], f"inner_sft.lr={lr}"]
 
 
 # -- readable proxies ------------------------------------------------------------------------------------------------
@@ -130,13 +179,16 @@ def config_path(study: str) -> Path:
     return path
 
 
-def run_one(study: str, arm: str, seed: int, steps: int, eval_n: int, runs: Path = RUNS, extra: list[str] = ()) -> dict:
+def run_one(study: str, arm: str, seed: int, steps: int, eval_n: int, runs: Path = RUNS, extra: list[str] = (),
+            point: str | None = None) -> dict:
     out = runs / study / arm / f"seed{seed}"
     result_file = out / "result.json"
     if result_file.exists():
         print(f"[{study}/{arm}/seed{seed}] done already: {result_file}", flush=True)
         return json.loads(result_file.read_text())
-    overrides = [*extra, *ARMS[arm], f"seed={seed}", f"grpo.steps={steps}", f"output_dir={out}"]
+    # a paper point evaluates about 4 checkpoints along the run, as the 40-step studies do with save_every 10
+    every = [f"checkpoint.save_every={max(1, steps // 4)}"] if point else []
+    overrides = [*arm_overrides(arm, point, extra), *every, f"seed={seed}", f"grpo.steps={steps}", f"output_dir={out}"]
     cfg = load_config(config_path(study), overrides)
     print(f"[{study}/{arm}/seed{seed}] training {steps} GRPO steps", flush=True)
     t0 = time.perf_counter()
@@ -149,7 +201,8 @@ def run_one(study: str, arm: str, seed: int, steps: int, eval_n: int, runs: Path
     train_seconds = time.perf_counter() - t0
 
     t1 = time.perf_counter()
-    base = load_config(config_path(study), [*extra, f"seed={seed}", f"grpo.steps={steps}"])  # the common SFT
+    base = load_config(config_path(study), [*arm_overrides("dpg_adamw", point, extra), f"seed={seed}",
+                                            f"grpo.steps={steps}"])  # the common SFT
     checkpoints = sorted((int(p.name.split("-")[1]), p) for p in out.glob("checkpoint-*") if run_checkpoints.problem(p) is None)
     points = [(0, "initial")] + [(s, p) for s, p in checkpoints if s < steps] + [(steps, out / "final")]
     evals = [evaluate(study, base, gen, step, eval_n, seed) for step, gen in points]
@@ -160,7 +213,8 @@ def run_one(study: str, arm: str, seed: int, steps: int, eval_n: int, runs: Path
     result = {
         "study": study, "arm": arm, "seed": seed, "steps": steps, "eval_n": eval_n,
         "command": f"python experiments/run.py {study} --arms {arm} --seeds {seed} --steps {steps} --eval-n {eval_n}"
-                   + "".join(f" --set {x}" for x in extra),
+                   + (f" --point {point}" if point else "") + "".join(f" --set {x}" for x in extra),
+        "point": point,
         "overrides": overrides, "completions_per_step": cfg.grpo.completions_per_step,
         "train_seconds": train_seconds, "resumed": resumed, "eval_seconds": time.perf_counter() - t1,
         "step_seconds": sum(r["seconds"]["total"] for r in log if "seconds" in r),
@@ -220,17 +274,25 @@ def main(argv=None) -> int:
     p.add_argument("study")
     p.add_argument("--arms", nargs="+", help="default: every arm of the study")
     p.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
-    p.add_argument("--steps", type=int, default=None, help="GRPO steps (default: the config's grpo.steps)")
-    p.add_argument("--eval-n", type=int, default=64, help="completions sampled per end-to-end evaluation")
+    p.add_argument("--steps", type=int, default=None,
+                   help="GRPO steps (default: the config's grpo.steps; at a --point, TOTAL_EXAMPLES / its batch)")
+    p.add_argument("--eval-n", type=int, default=None,
+                   help="completions sampled per end-to-end evaluation (default 64; at a --point 256, one main batch)")
+    p.add_argument("--point", choices=list(POINTS), help="the paper regime at this batch-size point")
     p.add_argument("--set", nargs="+", default=[], metavar="KEY=VALUE", help="extra config overrides for every arm")
-    p.add_argument("--runs-dir", type=Path, default=RUNS, help="where runs go (default runs/studies)")
-    p.add_argument("--docs-dir", type=Path, default=DOCS, help="where the summary and plots go (default docs/results)")
+    p.add_argument("--runs-dir", type=Path, default=None,
+                   help="where runs go (default runs/studies; at a --point runs/paper/POINT)")
+    p.add_argument("--docs-dir", type=Path, default=None,
+                   help="where the summary and plots go (default docs/results; at a --point docs/results/paper/POINT)")
     p.add_argument("--report", action="store_true", help="only aggregate finished runs and plot")
     args = p.parse_args(argv)
     torch.set_num_threads(1)  # tiny models on a shared 2-core machine: one thread is 2-10x faster than two
-    runs_dir, docs_dir = args.runs_dir.resolve(), args.docs_dir.resolve()
+    point = args.point
+    runs_dir = (args.runs_dir or (ROOT / "runs" / "paper" / point if point else RUNS)).resolve()
+    docs_dir = (args.docs_dir or (DOCS / "paper" / point if point else DOCS)).resolve()
     os.chdir(ROOT)  # configs name their data files relative to the repository root
-    steps = args.steps or load_config(config_path(args.study)).grpo.steps
+    steps = args.steps or (point_steps(point) if point else load_config(config_path(args.study)).grpo.steps)
+    eval_n = args.eval_n or (4 * POINTS[MAIN_POINT] if point else 64)
     arms = args.arms or STUDY_ARMS.get(args.study, CORE_ARMS)
     unknown = [a for a in arms if a not in ARMS]
     if unknown:
@@ -238,7 +300,7 @@ def main(argv=None) -> int:
     if not args.report:
         for arm in arms:
             for seed in args.seeds:
-                run_one(args.study, arm, seed, steps, args.eval_n, runs_dir, args.set)
+                run_one(args.study, arm, seed, steps, eval_n, runs_dir, args.set, point)
     from plots import report  # experiments/plots.py
 
     report(args.study, runs_dir / args.study, docs_dir)

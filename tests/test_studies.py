@@ -73,3 +73,37 @@ def test_language_heuristic_arms_through_the_runner(tmp_path, monkeypatch):
         r = json.loads((tmp_path / f"runs/language/{arm}/seed0/result.json").read_text())
         assert 0 <= r["evals"][-1]["readable"]["language_share"] <= 1
         assert all(math.isfinite(x["phi"]) for x in r["log"])
+
+
+@pytest.mark.parametrize("point", list(run.POINTS))
+def test_paper_points_hold_the_total_fixed_and_every_arm_validates(point):
+    """Every point sees TOTAL_EXAMPLES examples, cut into its M inner steps of INNER_BATCH; every arm builds there with
+    the inner lr of its optimizer from docs/results/paper/inner_lr.json."""
+    chosen = json.loads(run.INNER_LR_FILE.read_text())["chosen"]
+    batch, m = (int(x.lstrip("bsm")) for x in point.split("_"))  # bsB_mM
+    for arm in [*run.CORE_ARMS, "loo", "leave_group_out", "dpg_adamw_inverse"]:
+        cfg = load_config(ROOT / "configs/studies/sixseven.yaml", run.arm_overrides(arm, point))
+        assert cfg.grpo.completions_per_step == batch and batch * run.point_steps(point) == run.TOTAL_EXAMPLES
+        assert batch // cfg.inner_sft.examples_per_step == m and cfg.target.pretrain_steps == run.TARGET_PRETRAIN_STEPS
+        assert cfg.inner_sft.lr == chosen[cfg.inner_sft.optimizer]
+
+
+def test_runner_at_a_paper_point(tmp_path, monkeypatch):
+    """--point: the point's overrides under the --set ones (here shrunk to 2 steps of 4 completions), runs and report
+    in their own directories, the command that remakes them, and ΔΦ paired with naive's."""
+    monkeypatch.chdir(ROOT)
+    monkeypatch.setenv("DPG_CACHE", str(tmp_path / "cache"))
+    args = ["l2_norm", "--point", "bs64_m1", "--arms", "dpg_sgd", "naive", "--seeds", "0", "--steps", "2",
+            "--eval-n", "4", "--runs-dir", str(tmp_path / "runs"), "--docs-dir", str(tmp_path / "docs"),
+            "--set", *FAST, "target.pretrain_steps=3"]
+    assert run.main(args) == 0
+    out = tmp_path / "runs/l2_norm/dpg_sgd/seed0"
+    cfg = load_config(out / "config.yaml")
+    assert cfg.inner_sft.lr == json.loads(run.INNER_LR_FILE.read_text())["chosen"]["sgd"]
+    assert cfg.target.pretrain_steps == 3 and cfg.prompts.repeat and cfg.checkpoint.save_every == 1
+    r = json.loads((out / "result.json").read_text())
+    assert r["point"] == "bs64_m1" and " --point bs64_m1 " in r["command"]
+    summary = json.loads((tmp_path / "docs/l2_norm.json").read_text())["summary"]
+    paired = summary["dpg_sgd"]["e2e_vs_naive"]
+    own = summary["dpg_sgd"]["e2e_phi_delta"][0] - summary["naive"]["e2e_phi_delta"][0]
+    assert paired["seeds"] == 1 and math.isclose(paired["mean"], own, abs_tol=1e-12)
