@@ -76,13 +76,12 @@ def _filesystem_state(path: Path) -> str | None:
     return None
 
 
-def describe(err: OSError, what: str | None = None) -> str:
+def describe(err: OSError) -> str:
     """One line for an OSError raised outside `writing`: the cause and the file it names."""
     if isinstance(err, FilesystemError):
         return str(err)
     words = cause(err) or str(err)
-    target = err.filename if err.filename is not None else what
-    return f"{words}: {target}" if target is not None else words
+    return f"{words}: {err.filename}" if err.filename is not None else words
 
 
 @contextmanager
