@@ -22,8 +22,8 @@ peak RSS of one run (``VmHWM``, reset through ``/proc/self/clear_refs``) minus t
 the engine keeps for its reverse pass, K × (θ, m, v, g) = K × 4 × params × 4 bytes; ``engine − states`` should not
 grow with K.
 
-    python benchmarks/metagrad_cost.py            # full run (~8 min on 2 shared cores)
-    python benchmarks/metagrad_cost.py --quick    # smoke: 1M model, K = 1 and 4, 1 repeat (~1 min)
+    python benchmarks/metagrad_cost.py            # full run (~17 min on 2 shared cores)
+    python benchmarks/metagrad_cost.py --quick    # smoke: 1M model, K = 1 and 4, 1 repeat (~2 min)
     python benchmarks/metagrad_cost.py --profile  # where the engine's time goes: 5M model, K = 4
 
 `benchmarks/metagrad_scaling.py` reuses this file's machinery for the scaling sweeps (steps, model size, tokens).
