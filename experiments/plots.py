@@ -4,6 +4,7 @@ STUDY_pictures.png (the decoded picture after a fresh SFT on each checkpoint's s
 
     python experiments/plots.py STUDY        # the same as `python experiments/run.py STUDY --report`
     python experiments/plots.py --overview   # end-to-end ΔΦ of every arm in every study (docs/results/*.json)
+    python experiments/plots.py --overview docs/results/paper/bs256_m4   # the same for a paper-regime point
 """
 
 from __future__ import annotations
@@ -236,13 +237,15 @@ def report(study: str, runs_dir: Path, out: Path) -> dict:
 
 def overview(docs: Path, key: str = "e2e_phi_delta") -> str:
     """One row per arm, one column per study: end-to-end ΔΦ (final − initial generator), mean ± std over seeds
-    (key="e2e_batch_phi_delta": the same with SFT on GRPO-batch-sized slices)."""
-    studies = {f.stem: json.loads(f.read_text())["summary"] for f in sorted(docs.glob("*.json"))}
-    arms = [a for a in COLORS if any(a in s for s in studies.values())]
+    (key="e2e_batch_phi_delta": the same with SFT on GRPO-batch-sized slices; "e2e_vs_naive": ΔΦ minus naive's,
+    paired by seed, mean ± standard error). Other JSON files in `docs` (no "summary") are not studies."""
+    studies = {f.stem: d["summary"] for f in sorted(docs.glob("*.json")) if "summary" in (d := json.loads(f.read_text()))}
+    arms = [a for a in COLORS if any(s.get(a, {}).get(key) for s in studies.values())]
     lines = ["| arm | " + " | ".join(studies) + " |", "|---|" + "---|" * len(studies)]
     for arm in arms:
-        cells = [f"{s[arm][key][0]:+.3f} ± {s[arm][key][1]:.3f} ({len(s[arm]['seeds'])})"
-                 if arm in s else "" for s in studies.values()]
+        cells = [(f"{v['mean']:+.3f} ± {v['se']:.3f} ({v['seeds']})" if isinstance(v, dict) else
+                  f"{v[0]:+.3f} ± {v[1]:.3f} ({len(s[arm]['seeds'])})") if (v := s.get(arm, {}).get(key)) else ""
+                 for s in studies.values()]
         lines.append(f"| {arm} | " + " | ".join(cells) + " |")
     return "\n".join(lines)
 
@@ -251,7 +254,7 @@ if __name__ == "__main__":
     root = Path(__file__).resolve().parents[1]
     sys.path.insert(0, str(root))
     if sys.argv[1] == "--overview":
-        print(overview(root / "docs" / "results"), overview(root / "docs" / "results", "e2e_batch_phi_delta"),
-              sep="\n\n")
+        docs = Path(sys.argv[2]) if len(sys.argv) > 2 else root / "docs" / "results"
+        print(*(overview(docs, key) for key in ("e2e_phi_delta", "e2e_batch_phi_delta", "e2e_vs_naive")), sep="\n\n")
     else:
         report(sys.argv[1], root / "runs" / "studies" / sys.argv[1], root / "docs" / "results")
