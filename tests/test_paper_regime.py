@@ -1,0 +1,57 @@
+"""The paper regime's protocol code: the inner-lr rule of experiments/lr_sweep.py and the batch estimate of
+experiments/step_timing.py, on made-up numbers (no model is trained here)."""
+
+import math
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "experiments"))
+import lr_sweep  # noqa: E402
+import step_timing  # noqa: E402
+
+
+def sweep(losses: dict[str, list[float]]) -> dict:
+    """One seed's sweep record with the given held-out losses per optimizer (Φ finite and 0 everywhere)."""
+    return {"sweep": {opt: [{"lr": lr, "heldout_loss": loss, "train_loss": 1.0,
+                             "delta_phi": {s: 0.0 for s in lr_sweep.STUDIES}} for lr, loss in zip(grid, losses[opt])]
+                      for opt, grid in lr_sweep.GRIDS.items()}}
+
+
+def bowl(n: int, low: int) -> list[float]:
+    return [3.0 + (i - low) ** 2 for i in range(n)]
+
+
+def test_the_rule_takes_the_lowest_mean_held_out_loss_and_skips_diverged_lrs():
+    n = {opt: len(grid) for opt, grid in lr_sweep.GRIDS.items()}
+    seeds = [sweep({"adamw": bowl(n["adamw"], 5), "sgd": bowl(n["sgd"], 4)}),
+             sweep({"adamw": bowl(n["adamw"], 7), "sgd": bowl(n["sgd"], 4)})]
+    chosen, table = lr_sweep.choose(seeds)
+    assert chosen["adamw"] == lr_sweep.GRIDS["adamw"][6]  # the mean over seeds is lowest between the two minima
+    assert chosen["sgd"] == lr_sweep.GRIDS["sgd"][4]
+    assert table["adamw"][6]["heldout_loss"] == pytest.approx(4.0)
+
+    seeds[1]["sweep"]["sgd"][4]["heldout_loss"] = math.inf  # one seed diverges at the best lr: that lr is out
+    chosen, table = lr_sweep.choose(seeds)
+    assert chosen["sgd"] in (lr_sweep.GRIDS["sgd"][3], lr_sweep.GRIDS["sgd"][5]) and not table["sgd"][4]["finite"]
+
+
+def test_the_rule_refuses_a_minimum_at_the_edge_of_the_grid():
+    n = {opt: len(grid) for opt, grid in lr_sweep.GRIDS.items()}
+    with pytest.raises(SystemExit, match="adamw: the lowest held-out loss is at the edge of the grid"):
+        lr_sweep.choose([sweep({"adamw": bowl(n["adamw"], n["adamw"] - 1), "sgd": bowl(n["sgd"], 4)})])
+
+
+def test_the_estimate_prices_every_planned_run(monkeypatch):
+    rows = [{"point": "bs64_m1", "study": "l2_norm", "arm": "dpg_adamw", "seconds": {"total": 2.0}},
+            {"point": "bs64_m1", "study": "language", "arm": "dpg_adamw", "seconds": {"total": 4.0}}]
+    monkeypatch.setattr(step_timing, "PLAN", [("bs64_m1", "uuid", "control"), ("bs64_m1", "language", "dpg_adamw")])
+    out = step_timing.estimate(rows, {"bs64_m1": 10.0})
+    steps = step_timing.point_steps("bs64_m1")  # control is priced as l2_norm's dpg_adamw; language by its own row
+    expected = step_timing.SEEDS * ((steps * 2.0 + 50) + (steps * 4.0 + 50)) / 3600
+    assert out["runs"] == 2 * step_timing.SEEDS and out["hours"] == pytest.approx(expected)
+    monkeypatch.setattr(step_timing, "PLAN", [("bs64_m1", "uuid", "loo")])
+    with pytest.raises(SystemExit, match="no measured step for loo at bs64_m1"):
+        step_timing.estimate(rows, {"bs64_m1": 10.0})
