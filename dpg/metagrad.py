@@ -292,18 +292,12 @@ class MetagradEngine:
     def _row_bytes(self, steps: list[Step], w: torch.Tensor) -> int:
         """Memory of one vmapped run: θ, the optimizer's two moments and a gradient, plus the activations that the
         largest microbatch saves for its backward (measured with saved-tensor hooks on one forward)."""
-        saved = 0
-
-        def pack(t):
-            nonlocal saved
-            saved += t.numel() * t.element_size()
-            return t
-
         mb = max((mb for step in steps for mb in step.microbatches), key=lambda m: m.input_ids.numel())
         leaves = {k: p.detach().requires_grad_(True) for k, p in self.params0.items()}
-        with torch.enable_grad(), torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
+        saved = _SavedBytes()
+        with torch.enable_grad(), saved:
             microbatch_loss(self.model, leaves, mb, w)
-        return 4 * sum(p.numel() * p.element_size() for p in self.params0.values()) + saved
+        return 4 * sum(p.numel() * p.element_size() for p in self.params0.values()) + sum(saved.storages.values())
 
     def _graph_budget(self) -> float:
         """inner_sft.graph_budget_mb in bytes; "auto": AUTO_GRAPH_BUDGET of the memory free on the target's device."""
