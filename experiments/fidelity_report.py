@@ -68,6 +68,22 @@ def summary(cells: list[dict]) -> str:
     return "\n".join(lines) + "\n"
 
 
+def means(cells: list[dict]) -> str:
+    """Mean cosine per estimator over the cells of each optimizer × M (objectives and N pooled)."""
+    groups = defaultdict(list)
+    for c in cells:
+        groups[(c["optimizer"], c["M"])].append(c)
+    cols = SHOWN + ["naive_equal_compute"]
+    lines = ["| opt | M | cells | " + " | ".join(cols) + " |", "|" + "---|" * (3 + len(cols))]
+    for (opt, m), cs in sorted(groups.items()):
+        def mean(e):
+            vals = [c["naive_equal_compute"]["cosine"][0] if e == "naive_equal_compute" else c["cosine"][e][0]
+                    for c in cs if e == "naive_equal_compute" or e in c["cosine"]]
+            return f"{sum(vals) / len(vals):+.2f}"
+        lines.append(f"| {opt} | {m} | {len(cs)} | " + " | ".join(mean(e) for e in cols) + " |")
+    return "\n".join(lines) + "\n"
+
+
 def plot_cosine_vs_n(cells: list[dict], path: Path) -> None:
     panels = sorted({(c["objective"], c["optimizer"]) for c in cells})
     cols = 4
@@ -138,7 +154,7 @@ def report(out: Path) -> None:
     if not cells:
         print(f"no cells in {out / 'cells'}")
         return
-    text = table(cells) + "\n" + summary(cells)
+    text = table(cells) + "\n" + summary(cells) + "\n" + means(cells)
     ablation = load(out, "cells_lr")
     if ablation:
         text += "\n### lr ablation (cells_lr/)\n\n" + table(ablation)
