@@ -12,12 +12,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
+from dpg import validation
+from dpg.errors import ConfigError
 from dpg.names import DTYPES, HEURISTIC_ESTIMATORS, languages
 from dpg.sft_config import InnerSFTConfig
-
-
-class ConfigError(ValueError):
-    pass
 
 
 @dataclass
@@ -171,7 +169,6 @@ class DPGConfig:
 
 def load_config(path: str | Path | None = None, overrides: list[str] = ()) -> DPGConfig:
     """YAML file (optional) + `a.b=value` overrides (values parsed as YAML) → validated DPGConfig."""
-    from dpg import validation  # it imports ConfigError from here
     raw: dict = {}
     if path is not None:
         path = Path(path)
@@ -271,8 +268,6 @@ def _coerce(tp, value, key):
 
 def validate(cfg: DPGConfig) -> None:
     """Checks across fields, done before any model is built."""
-    from dpg import validation
-
     validation.check_values(cfg)  # first: every number finite, so the range checks below see no NaN
     g = cfg.grpo
     for key in ("steps", "prompts_per_step", "num_generations", "micro_batch_size", "max_completion_length"):

@@ -1,5 +1,10 @@
-"""The errors that stop a training run partway, torch-free so the CLI catches them (one line, exit 1) without loading
-the model libraries. Bad input is `dpg.config.ConfigError` (exit 2); filesystem faults are `dpg.fsio.FilesystemError`."""
+"""dpg's own errors, torch-free so the CLI catches them (one line) without loading the model libraries: bad input is
+`ConfigError` (exit 2; raised by dpg.config and dpg.validation, which both import it from here); a training run that
+stops partway raises `RewardError` or `NonFiniteError` (exit 1); filesystem faults are `dpg.fsio.FilesystemError`."""
+
+
+class ConfigError(ValueError):
+    """A config key or a command-line value is invalid; the message names the key (dotted) or flag and the value."""
 
 
 class RewardError(RuntimeError):

@@ -1,7 +1,7 @@
 """A config's values beyond their types: every number finite and in range, lengths within the models' positions,
 paths that exist or can be written; and YAML errors as `file:line:col: message`. Torch-free, so a bad config is
 refused in well under a second, before anything is imported or written. Each error is one line naming the key and
-the value (`dpg.config.ConfigError`)."""
+the value (`dpg.errors.ConfigError`, also importable from dpg.config)."""
 
 from __future__ import annotations
 
@@ -15,7 +15,7 @@ from typing import Any
 import yaml
 
 from dpg.checkpoints import run_files
-from dpg.config import ConfigError
+from dpg.errors import ConfigError
 from dpg.fsio import writable_dir_problem
 
 # Positions of the embedded tiny models (dpg.models.TINY_DEFAULTS, which imports torch; a test keeps them equal).
