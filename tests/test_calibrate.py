@@ -5,7 +5,6 @@ import math
 import subprocess
 import sys
 
-import pytest
 
 from dpg.calibrate import Calibration, EstimatorAgreement, calibrate, recommend
 from dpg.config import load_config

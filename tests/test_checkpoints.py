@@ -6,7 +6,6 @@ step 0; NaN injected into the policy update stops the run before anything non-fi
 import hashlib
 import json
 import shutil
-from pathlib import Path
 
 import pytest
 import torch

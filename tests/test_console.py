@@ -1,6 +1,5 @@
 """What `dpg train` prints (one line per step, no TRL dict, verbosity) and the degeneration statistics and warning."""
 
-import json
 
 import pytest
 

@@ -23,7 +23,7 @@ from dpg.checkpoints import MANIFEST
 from dpg.cli import main
 from dpg.sampling import read_completions
 from dpg.trainer import read_log
-from test_checkpoints import RUN, crashed_copy, reference_run, same_weights, snapshot, train
+from test_checkpoints import crashed_copy, reference_run, same_weights, snapshot, train
 from test_reliability import reward_fn
 from test_trainer import FAST
 
