@@ -35,25 +35,25 @@ def fmt(mean_se) -> str:
 
 def table(cells: list[dict]) -> str:
     head = ("| objective | opt (lr) | N | M | truth rel. SE | large-N limit cos | " + " | ".join(SHOWN)
-            + " | naive @ metagrad's compute |\n|" + "---|" * (7 + len(SHOWN)) + "\n")
+            + " | naive @ metagrad's compute | cell s | command |\n|" + "---|" * (9 + len(SHOWN)) + "\n")
     rows = []
     for c in sorted(cells, key=lambda c: (c["objective"], c["optimizer"], c["M"], c["N"])):
         cos = c["cosine"]
         rows.append(f"| {c['objective']} | {c['optimizer']} ({c['lr']:g}) | {c['N']} | {c['M']} | {c['truth']['relative_se']:.2f} | "
                     f"{c['large_n_limit_cosine']:+.2f} | "
                     + " | ".join(fmt(cos[e]) if e in cos else "–" for e in SHOWN)
-                    + f" | {fmt(c['naive_equal_compute']['cosine'])} |")
+                    + f" | {fmt(c['naive_equal_compute']['cosine'])} | {c['wall_seconds']:.0f} | `{c['command']}` |")
     return head + "\n".join(rows) + "\n"
 
 
-def summary(cells: list[dict]) -> str:
-    """Per optimizer and N, averaged over objectives and M: the paired difference metagrad − naive and loo −
-    metagrad with its standard error over cells (cells are independent runs)."""
+def summary(cells: list[dict], by: str = "N") -> str:
+    """Per optimizer and N (or M), averaged over objectives and the other of N, M: the paired difference metagrad −
+    naive and loo − metagrad with its standard error over cells (cells are independent runs)."""
     groups = defaultdict(list)
     for c in cells:
-        groups[(c["optimizer"], c["N"])].append(c)
-    lines = ["| opt | N | cells | metagrad − naive | metagrad − naive @ equal compute | loo − metagrad | lgo8 − metagrad |",
-             "|---|---|---|---|---|---|---|"]
+        groups[(c["optimizer"], c[by])].append(c)
+    lines = [f"| opt | {by} | cells | metagrad − naive | metagrad − naive @ equal compute | loo − metagrad | "
+             "lgo8 − metagrad |", "|---|---|---|---|---|---|---|"]
     for (opt, n), cs in sorted(groups.items()):
         def diff(a, b):
             d = [a(c) - b(c) for c in cs]
@@ -154,7 +154,10 @@ def report(out: Path) -> None:
     if not cells:
         print(f"no cells in {out / 'cells'}")
         return
-    text = table(cells) + "\n" + summary(cells) + "\n" + means(cells)
+    seconds = sum(c["wall_seconds"] for c in cells) / 60
+    text = (f"{len(cells)} cells, {seconds:.0f} minutes of cell wall time in all. The whole grid: "
+            "`python experiments/fidelity.py`; one row: its command (add `--force` to recompute a finished cell).\n\n"
+            + table(cells) + "\n" + summary(cells) + "\n" + summary(cells, by="M") + "\n" + means(cells))
     ablation = load(out, "cells_lr")
     if ablation:
         text += "\n### lr ablation (cells_lr/)\n\n" + table(ablation)
