@@ -132,6 +132,7 @@ def removal_rewards(engine: MetagradEngine, data: list[list[int]], partition: li
         group_of[members] = g
     return value - engine.values(data, W)[group_of]
 
+
 def advantages(rewards: torch.Tensor, num_generations: int, mode: str, std_eps_rel: float) -> tuple[torch.Tensor, dict]:
     """(r − mean) / (std + eps) per group (`grouped`) or over the whole batch (`batch`), eps = std_eps_rel · RMS(r).
 
