@@ -63,8 +63,9 @@ class RewardConfig:
     groups: int | None = None  # leave_group_out: G groups per SFT run (G + 1 SFT runs; G = examples per run is loo)
     batching: Literal["cross_group", "inverse_groups"] = "cross_group"
     advantages: Literal["grouped", "batch"] = "grouped"
-    # Advantages are (r − mean) / (std + eps) with eps = std_eps_rel · RMS(raw rewards of the batch): a floor relative
-    # to the rewards' own scale (TRL's fixed 1e-4 would crush metagradients of ~1e-9 to nothing).
+    # Advantages are (r − mean) / (std + eps) with eps = std_eps_rel · (RMS deviation of the batch's raw rewards from
+    # their mean): a floor relative to the rewards' own spread, blind to their offset (TRL's fixed 1e-4 would crush
+    # metagradients of ~1e-9 to nothing; a floor relative to RMS(r) would shrink naive's Φ-valued advantages).
     std_eps_rel: float = 1e-3
     # A failed reward computation either stops the run (`raise`, default) or skips that step's policy update and logs
     # `reward_failed` (`skip_step`). It never becomes a value: no zeros, NaNs or stale rewards stand in for it.

@@ -134,17 +134,19 @@ def removal_rewards(engine: MetagradEngine, data: list[list[int]], partition: li
 
 
 def advantages(rewards: torch.Tensor, num_generations: int, mode: str, std_eps_rel: float) -> tuple[torch.Tensor, dict]:
-    """(r − mean) / (std + eps) per group (`grouped`) or over the whole batch (`batch`), eps = std_eps_rel · RMS(r).
+    """(r − mean) / (std + eps) per group (`grouped`) or over the whole batch (`batch`), eps = std_eps_rel · spread,
+    the spread being the batch's RMS deviation from its mean.
 
-    The floor scales with the rewards, so metagradients of 1e-9 and Φ values of 1 are standardised alike. The info
-    dict says which regime a step is in: `raw_std` next to `eps_floor` (and TRL's fixed floor of 1e-4 for contrast).
-    """
+    The floor scales with the rewards' spread and ignores their offset, so metagradients of 1e-9 and Φ values of
+    −32 ± 0.002 (naive on l2_norm) are standardised alike: adding a constant to Φ does not change a policy update.
+    (A floor relative to RMS(r) shrank naive's advantages by Φ's offset, ~17× on the paper-regime l2_norm.) The
+    info dict says which regime a step is in: `raw_std` next to `eps_floor` (and TRL's fixed floor of 1e-4)."""
     r = rewards.double()
     if not torch.isfinite(r).all():
         bad = (~torch.isfinite(r)).nonzero().flatten().tolist()
         raise FloatingPointError(f"rewards are not finite for completions {bad[:20]}")
-    rms = r.pow(2).mean().sqrt().item()
-    eps = std_eps_rel * rms if rms > 0 else 1.0  # all rewards exactly 0: advantages are 0 whatever eps is
+    spread = (r - r.mean()).pow(2).mean().sqrt().item()
+    eps = std_eps_rel * spread if spread > 0 else 1.0  # all rewards equal: advantages are 0 whatever eps is
     if mode == "grouped":
         g = r.view(-1, num_generations)
         adv = ((g - g.mean(1, keepdim=True)) / (g.std(1, keepdim=True) + eps)).flatten()

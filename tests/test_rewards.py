@@ -78,10 +78,24 @@ def test_advantage_scale_is_relative_to_the_rewards():
     a_small, info_small = advantages(r * 1e-9, 4, "grouped", 1e-3)
     assert torch.allclose(a_big, a_small, rtol=1e-9)  # metagradients of 1e-9 are not crushed by a fixed floor
     g = r.view(2, 4)
-    expected = ((g - g.mean(1, keepdim=True)) / (g.std(1, keepdim=True) + 1e-3 * r.pow(2).mean().sqrt())).flatten()
+    spread = (r - r.mean()).pow(2).mean().sqrt()
+    expected = ((g - g.mean(1, keepdim=True)) / (g.std(1, keepdim=True) + 1e-3 * spread)).flatten()
     assert torch.allclose(a_big, expected, rtol=1e-12)
-    assert info_small["eps_floor"] == pytest.approx(1e-12 * r.pow(2).mean().sqrt().item())
+    assert info_small["eps_floor"] == pytest.approx(1e-12 * spread.item())
     assert info_small["raw_std"] < info_small["trl_eps_floor"]
+
+
+@pytest.mark.parametrize("mode", ["grouped", "batch"])
+def test_advantages_ignore_a_constant_offset_of_the_rewards(mode):
+    # naive's rewards are Φ values: on l2_norm about −32 with a spread of 0.002 across SFT runs. Their advantages must
+    # be those of the centred rewards, not shrunk by the offset (a floor relative to RMS(r) shrank them ~17×).
+    r = torch.tensor([1.0, 2.0, 4.0, 3.0, -1.0, 0.0, 2.0, 5.0], dtype=torch.float64) * 1e-3
+    a_centred, _ = advantages(r, 4, mode, 1e-3)
+    a_offset, info = advantages(r - 32.0, 4, mode, 1e-3)
+    assert torch.allclose(a_offset, a_centred, rtol=1e-9, atol=1e-9)
+    assert info["eps_floor"] < 1e-3 * info["raw_std"] * 1.01
+    if mode == "batch":
+        assert a_offset.std().item() == pytest.approx(1.0, rel=2e-3)
 
 
 def test_advantages_reject_non_finite_rewards():
