@@ -64,6 +64,7 @@ NS, MS, GROUPS = [16, 64, 256, 1024], [1, 4, 16], [2, 4, 8, 16]
 # Truth datasets per M: a Rao-Blackwellised sample is K runs of M steps of the whole pool, so its cost grows with M;
 # at M = 16 (4.5 s a sample here) 24 samples keep a cell within minutes. Each cell records its truth's relative SE.
 TRUTH = {1: 48, 4: 48, 16: 24}
+ZERO = 1e-10  # an estimate below this fraction of the truth's norm is zero (exact zeros come out as ~1e-17)
 K, MAX_LENGTH = 16, 16  # pool size, tokens per document (cost: every run trains on ≤ M·K documents)
 ESTIMATORS = ["naive", "naive_raw", "metagrad", "first_order", "loo"] + [f"lgo{g}" for g in GROUPS]
 
@@ -165,7 +166,16 @@ def large_n_limit(engine, pool, pi, M, N):
 
 
 def cosine(a, b) -> float:
+    """cos(a, b); 0 for an estimate that is exactly zero (metagrad and first_order when every step holds one example:
+    the weighted mean makes Σ_{i in step} wᵢ·dΦ/dwᵢ = 0), not the cosine of its rounding noise."""
+    if a.norm() <= ZERO * b.norm():
+        return 0.0
     return (a @ b / (a.norm() * b.norm())).item()
+
+
+def zero_estimates(raw: dict, truth: torch.Tensor) -> list[str]:
+    """Estimators whose every per-dataset estimate is zero (to rounding)."""
+    return [e for e, xs in raw.items() if all(torch.tensor(x).norm() <= ZERO * truth.norm() for x in xs)]
 
 
 def mean_se(xs: list[float]) -> tuple[float, float]:
@@ -217,6 +227,7 @@ def run_cell(objective: str, optimizer: str, N: int, M: int, truth_datasets: int
         "large_n_limit_cosine": cosine(limit, truth),
         "repeats": repeats, "datasets_per_estimate": per_estimate,
         "cosine": {e: mean_se(c) for e, c in cos.items() if c},
+        "zero_estimates": zero_estimates(raw, truth),
         "seconds_per_dataset": {e: sum(s) / len(s) for e, s in secs.items() if s},
         "naive_equal_compute": {"cosine": mean_se(naive_eq), "datasets": per_estimate * ratio},
         # per-dataset estimates Σᵢ rᵢ (e_{xᵢ} − π) (naive with its across-dataset baseline) and the truth's samples:

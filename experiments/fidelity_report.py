@@ -2,7 +2,8 @@
 
     python experiments/fidelity.py --report
 
-Writes docs/results/fidelity/table.md (one row per cell: cosine to the truth ± standard error per estimator),
+Writes docs/results/fidelity/table.md (one row per cell: cosine to the truth ± standard error per estimator; "≡ 0"
+where every estimate was exactly zero, which counts as cosine 0 in the pooled tables),
 cosine_vs_n.png (per objective × optimizer, cosine against N per estimator, one line style per M) and frontier.png
 (cosine against seconds per dataset, per optimizer and N, averaged over objectives: the curve to pick an estimator).
 """
@@ -41,7 +42,8 @@ def table(cells: list[dict]) -> str:
         cos = c["cosine"]
         rows.append(f"| {c['objective']} | {c['optimizer']} ({c['lr']:g}) | {c['N']} | {c['M']} | {c['truth']['relative_se']:.2f} | "
                     f"{c['large_n_limit_cosine']:+.2f} | "
-                    + " | ".join(fmt(cos[e]) if e in cos else "–" for e in SHOWN)
+                    + " | ".join("≡ 0" if e in c.get("zero_estimates", []) else fmt(cos[e]) if e in cos else "–"
+                                 for e in SHOWN)
                     + f" | {fmt(c['naive_equal_compute']['cosine'])} | {c['wall_seconds']:.0f} | `{c['command']}` |")
     return head + "\n".join(rows) + "\n"
 

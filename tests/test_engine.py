@@ -115,6 +115,22 @@ def test_zero_weight_is_exactly_removal(setup):
     assert engine.value(examples) != pytest.approx(phi, rel=1e-6)  # removing an example does change Φ
 
 
+@pytest.mark.parametrize("setup", ["sgd", "adamw"])
+def test_token_mean_metagrads_sum_to_zero_within_each_step(setup):
+    """Scaling every weight of a step leaves its weighted mean loss unchanged, so Σ_{i in step} wᵢ·dΦ/dwᵢ = 0: DPG's
+    rewards rank examples within their step, and an example alone in its step (12, in the short last step) gets
+    exactly 0 whatever it is, although removing it does change Φ (test above)."""
+    engine, examples = engine_for(setup), random_examples(N)
+    w = torch.rand(N, generator=torch.Generator().manual_seed(0), dtype=torch.float64) + 0.5
+    g = engine.run(examples, w).metagrads
+    steps = [torch.cat([mb.index for mb in step.microbatches]) for step in engine._schedule(examples)]
+    assert sorted(torch.cat(steps).tolist()) == list(range(N))
+    for members in steps:
+        assert (w[members] * g[members]).sum().abs() <= 1e-12 * g.abs().max()
+    assert [len(m) for m in steps][-1] == 1 and g[steps[-1]].abs().max() <= 1e-12 * g.abs().max()
+    assert g.abs().max() > 0
+
+
 def test_official_normalisation_keeps_a_zero_weight_in_the_mean():
     """official divides by max_length · microbatch size whatever the weights: wᵢ = 0 is not removal there."""
     engine, examples = engine_for("adamw_official"), random_examples(N)
