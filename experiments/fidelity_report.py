@@ -20,6 +20,7 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import matplotlib.ticker  # noqa: E402
 
+RESOLVED = 0.5  # a truth with a larger relative standard error caps every cosine well below 1: "not resolved"
 SHOWN = ["naive", "naive_raw", "metagrad", "first_order", "loo", "lgo2", "lgo4", "lgo8", "lgo16"]
 COLORS = {"naive": "C2", "naive_raw": "#9fd89f", "metagrad": "C0", "first_order": "C3", "loo": "k", "lgo2": "#c6a0e8", "lgo4": "#a36fd6",
           "lgo8": "#7a3fb8", "lgo16": "#4d1a8a", "naive_equal_compute": "C8"}
@@ -157,9 +158,12 @@ def report(out: Path) -> None:
         print(f"no cells in {out / 'cells'}")
         return
     seconds = sum(c["wall_seconds"] for c in cells) / 60
+    resolved = [c for c in cells if c["truth"]["relative_se"] <= RESOLVED and c["N"] > c["M"]]
     text = (f"{len(cells)} cells, {seconds:.0f} minutes of cell wall time in all. The whole grid: "
             "`python experiments/fidelity.py`; one row: its command (add `--force` to recompute a finished cell).\n\n"
-            + table(cells) + "\n" + summary(cells) + "\n" + summary(cells, by="M") + "\n" + means(cells))
+            + table(cells) + "\n" + summary(cells) + "\n" + summary(cells, by="M") + "\n" + means(cells)
+            + f"\n### Cells whose truth is resolved (relative SE ≤ {RESOLVED}) and whose steps hold more than one example\n\n"
+            + summary(resolved, by="M") + "\n" + means(resolved))
     ablation = load(out, "cells_lr")
     if ablation:
         text += "\n### lr ablation (cells_lr/)\n\n" + table(ablation)
