@@ -18,7 +18,7 @@ from test_engine import val_loss
 from dpg import InnerSFTConfig, MetagradEngine
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "experiments"))
-from fidelity import compact, rao_blackwell  # noqa: E402
+from fidelity import compact, cosine, rao_blackwell, zero_estimates  # noqa: E402
 
 POOL = random_examples(3, min_len=4, max_len=9, seed=4)
 
@@ -61,3 +61,13 @@ def test_rao_blackwell_truth_is_unbiased():
                 counts[pos // (N // M), k] += 1
             expectation += pi[list(xs)].prod() / M * rao_blackwell(eng, pool, pi, score, counts, m, N)
     assert (expectation - grad_j).abs().max() <= 1e-10 * grad_j.abs().max()
+
+
+def test_an_exactly_zero_estimate_has_cosine_zero_not_the_cosine_of_its_rounding_noise():
+    """With one example per step metagrad's estimate is exactly 0 up to rounding (~1e-17); its cosine is 0."""
+    truth = torch.tensor([0.3, -0.2, 0.5], dtype=torch.float64)
+    noise = torch.tensor([1e-17, -3e-17, 2e-17], dtype=torch.float64)  # points along the truth by chance
+    assert cosine(noise, truth) == 0.0
+    assert cosine(truth, truth) == pytest.approx(1.0, abs=1e-15)
+    raw = {"metagrad": [noise.tolist(), (2 * noise).tolist()], "loo": [noise.tolist(), truth.tolist()]}
+    assert zero_estimates(raw, truth) == ["metagrad"]
