@@ -286,6 +286,8 @@ def main(argv=None):
                 continue
             if n % m:
                 raise ValueError(f"N={n} is not a multiple of M={m}")
+            if not (args.truth or m in TRUTH):
+                raise SystemExit(f"--truth: no default number of truth datasets for M={m} (TRUTH has {list(TRUTH)})")
             cell = run_cell(o, opt, n, m, args.truth or TRUTH[m], args.repeats, args.per_estimate, args.lr)
             path.parent.mkdir(parents=True, exist_ok=True)
             tmp = path.with_suffix(".tmp")
