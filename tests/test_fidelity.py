@@ -71,3 +71,26 @@ def test_an_exactly_zero_estimate_has_cosine_zero_not_the_cosine_of_its_rounding
     assert cosine(truth, truth) == pytest.approx(1.0, abs=1e-15)
     raw = {"metagrad": [noise.tolist(), (2 * noise).tolist()], "loo": [noise.tolist(), truth.tolist()]}
     assert zero_estimates(raw, truth) == ["metagrad"]
+
+
+def test_horizon_model_recovers_the_cosine_of_an_average_of_k_estimates():
+    """cos_k = μ·t / (|t| sqrt(|μ|² + V/k)) from moment estimates: the measured cosine of the k-average (many
+    samples) matches it, an unbiased estimator's limit is 1, a biased one's is cos(μ, t)."""
+    from fidelity_horizon import chunk_cosines, crossing, model
+
+    gen = torch.Generator().manual_seed(0)
+    t = torch.tensor([1.0, 0.0, 0.0, 0.0], dtype=torch.float64)
+    truth_samples = t + 1e-3 * torch.randn(400, 4, generator=gen, dtype=torch.float64)
+    bias = torch.tensor([1.0, 1.0, 0.0, 0.0], dtype=torch.float64)  # cos(bias, t) = 1/√2
+    unbiased = t + 2.0 * torch.randn(20000, 4, generator=gen, dtype=torch.float64)  # V = 16: cos_1 = 1/√17
+    biased = bias + 0.1 * torch.randn(20000, 4, generator=gen, dtype=torch.float64)
+    mu, mb = model(unbiased, truth_samples), model(biased, truth_samples)
+    assert mu["limit"] == pytest.approx(1.0, abs=0.05) and mb["limit"] == pytest.approx(2 ** -0.5, abs=0.01)
+    for k in (1, 16, 64):
+        expected = 1 / (1 + 16 / k) ** 0.5
+        assert mu["curve"][k] == pytest.approx(expected, abs=0.03)
+        assert chunk_cosines(unbiased, t, k)[0] == pytest.approx(expected, abs=0.05)
+    # the unbiased curve reaches the biased one's 1/√2 when 1 + 16/k = 2: k = 16
+    assert crossing(mu, mb) == pytest.approx(16, rel=0.15)
+    # per_step groups datasets into one step's estimate: 4 datasets a step is a quarter of the variance
+    assert model(unbiased, truth_samples, per_step=4)["curve"][1] == pytest.approx(1 / (1 + 4) ** 0.5, abs=0.03)
