@@ -241,16 +241,21 @@ def run_cell(objective: str, optimizer: str, N: int, M: int, truth_datasets: int
 
 
 def naive_many(engine, pool, pi, score, N, M, n_datasets, gen):
-    """The naive estimate from `n_datasets` datasets (each baselined by the mean Φ of the others), their Φ's in one
-    batched call over the full pool per step."""
+    """The naive estimate from `n_datasets` datasets: the mean of `naive_per_dataset`."""
+    return naive_per_dataset(engine, pool, pi, score, N, M, n_datasets, gen).mean(0)
+
+
+def naive_per_dataset(engine, pool, pi, score, N, M, n, gen) -> torch.Tensor:
+    """n per-dataset naive estimates (Φ(D) − mean Φ of the other n − 1) · Σᵢ (e_{xᵢ} − π), their Φ's in one batched
+    call over the full pool per step."""
     K = len(pool)
     engine.cfg.microbatch_size = K
-    xs = torch.multinomial(pi, N * n_datasets, replacement=True, generator=gen).view(n_datasets, M, N // M)
-    counts = torch.zeros(n_datasets, M, K, dtype=torch.float64)
+    xs = torch.multinomial(pi, N * n, replacement=True, generator=gen).view(n, M, N // M)
+    counts = torch.zeros(n, M, K, dtype=torch.float64)
     counts.scatter_add_(2, xs, torch.ones_like(xs, dtype=torch.float64))
-    phis = engine.values(pool * M, counts.view(n_datasets, M * K), budget_mb=2048)
-    baseline = (phis.sum() - phis) / (n_datasets - 1)
-    return ((phis - baseline)[:, None] * (counts.sum(1) @ score)).mean(0)
+    phis = engine.values(pool * M, counts.view(n, M * K), budget_mb=2048)
+    baseline = (phis.sum() - phis) / (n - 1)
+    return (phis - baseline)[:, None] * (counts.sum(1) @ score)
 
 
 def cell_path(objective, optimizer, N, M, lr=None) -> Path:

@@ -53,16 +53,20 @@ def chunk_cosines(per_dataset: torch.Tensor, truth: torch.Tensor, k: int, per_st
 
 
 def model(per_dataset: torch.Tensor, truth_samples: torch.Tensor, per_step: int = 1) -> dict:
-    """The curve cos_k = μ·t / (|t| sqrt(|μ|² + V/k)) from unbiased moment estimates (k in GRPO steps)."""
+    """Unbiased moment estimates (μ·t, |μ|², V, |t|²) of one GRPO step's estimate, its limit cos(μ, t) and its curve."""
     g = per_dataset.view(-1, per_step, per_dataset.shape[-1]).mean(1)  # one GRPO step's estimate
     mu, V = g.mean(0), g.var(0).sum()
     t, Vt = truth_samples.mean(0), truth_samples.var(0).sum()
-    mu2, t2 = mu @ mu - V / len(g), t @ t - Vt / len(truth_samples)
-    dot = mu @ t
-    ok = mu2 > 0 and t2 > 0
-    return {"dot": dot.item(), "mu2": mu2.item(), "V": V.item(), "t2": t2.item(),
-            "limit": (dot / (mu2 * t2).sqrt()).item() if ok else math.nan,
-            "curve": {k: (dot / (t2.clamp_min(1e-300) * (mu2.clamp_min(0) + V / k)).sqrt()).item() for k in KS}}
+    m = {"dot": (mu @ t).item(), "mu2": (mu @ mu - V / len(g)).item(), "V": V.item(),
+         "t2": (t @ t - Vt / len(truth_samples)).item()}
+    m["limit"] = m["dot"] / math.sqrt(m["mu2"] * m["t2"]) if m["mu2"] > 0 and m["t2"] > 0 else math.nan
+    m["curve"] = {k: cos_k(m, k) for k in KS}
+    return m
+
+
+def cos_k(m: dict, k: float) -> float:
+    """The curve cos_k = μ·t / (|t| sqrt(|μ|² + V/k)) at k GRPO steps, from `model`'s moments."""
+    return m["dot"] / math.sqrt(max(m["t2"], 1e-300) * (max(m["mu2"], 0) + m["V"] / k))
 
 
 def run_cell(objective: str, optimizer: str, N: int, M: int) -> dict:
@@ -85,32 +89,19 @@ def run_cell(objective: str, optimizer: str, N: int, M: int) -> dict:
         mg.append(engine.run(items, W).metagrads.double()[item_of] @ score[x])
     secs["metagrad"] = time.perf_counter() - t0
     t0 = time.perf_counter()
-    naive = naive_per_dataset(engine, pool, pi, score, N, M, D_NAIVE, gen)
-    study = naive_per_dataset(engine, pool, pi, score, N // G_INV, 1, D_NAIVE, gen)
+    naive = F.naive_per_dataset(engine, pool, pi, score, N, M, D_NAIVE, gen)
+    study = F.naive_per_dataset(engine, pool, pi, score, N // G_INV, 1, D_NAIVE, gen)
     secs["naive"] = time.perf_counter() - t0
     per = {"metagrad": (torch.stack(mg), 1), "naive": (naive, 1), "naive_as_study": (study, G_INV)}
     cell = {"objective": objective, "optimizer": optimizer, "N": N, "M": M,
             "truth": {"datasets": len(truth_samples),
                       "relative_se": (truth_samples.std(0).norm() / math.sqrt(len(truth_samples)) / truth.norm()).item()},
             "datasets": {"metagrad": D_MG, "naive": D_NAIVE, "naive_as_study": D_NAIVE},
-            "measured": {e: {k: chunk_cosines(g, truth, k, s) for k in KS if chunk_cosines(g, truth, k, s)}
-                         for e, (g, s) in per.items()},
+            "measured": {e: {k: cs for k in KS if (cs := chunk_cosines(g, truth, k, s))} for e, (g, s) in per.items()},
             "model": {e: model(g, truth_samples, s) for e, (g, s) in per.items()},
             "seconds": secs, "command": f"python experiments/fidelity_horizon.py --cell {objective} {optimizer} {N} {M}"}
     cell["crossing"] = {e: crossing(cell["model"][e], cell["model"]["metagrad"]) for e in ("naive", "naive_as_study")}
     return cell
-
-
-def naive_per_dataset(engine, pool, pi, score, N, M, n, gen) -> torch.Tensor:
-    """n per-dataset naive estimates (Φ(D) − mean Φ of the other n − 1) · Σᵢ (e_{xᵢ} − π), Φ's in batched calls."""
-    K = len(pool)
-    engine.cfg.microbatch_size = K
-    xs = torch.multinomial(pi, N * n, replacement=True, generator=gen).view(n, M, N // M)
-    counts = torch.zeros(n, M, K, dtype=torch.float64)
-    counts.scatter_add_(2, xs, torch.ones_like(xs, dtype=torch.float64))
-    phis = engine.values(pool * M, counts.view(n, M * K), budget_mb=2048)
-    baseline = (phis.sum() - phis) / (n - 1)
-    return (phis - baseline)[:, None] * (counts.sum(1) @ score)
 
 
 def crossing(naive: dict, mg: dict) -> float:
@@ -137,10 +128,9 @@ def report() -> None:
             m, meas = c["model"][e], c["measured"][e]
             cos = lambda k: (f"{meas[str(k)][0]:+.2f}" + (f" ± {meas[str(k)][1]:.2f}" if not math.isnan(meas[str(k)][1]) else "")  # noqa: E731
                              if str(k) in meas else "–")
-            k160 = m["dot"] / math.sqrt(max(m["t2"], 1e-300) * (max(m["mu2"], 0) + m["V"] / 160))
             cross = c["crossing"].get(e)
             lines.append(f"| {name} | {c['truth']['relative_se']:.2f} | {e} | {cos(1)} | {cos(4)} | {cos(16)} | {cos(64)} | "
-                         f"{k160:+.2f} | {m['limit']:+.2f} | " + ("" if cross is None else f"{cross:.0f}") + " |")
+                         f"{cos_k(m, 160):+.2f} | {m['limit']:+.2f} | " + ("" if cross is None else f"{cross:.0f}") + " |")
     (OUT.parent / "horizon.md").write_text(
         f"{len(cells)} cells; `python experiments/fidelity_horizon.py` (module docstring: the protocol). Measured "
         "cosines: mean ± SE over disjoint chunks of k GRPO steps' estimates; 160 and ∞: the moment model.\n\n"
