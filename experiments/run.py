@@ -236,13 +236,7 @@ def run_one(study: str, arm: str, seed: int, steps: int, eval_n: int, runs: Path
 def evaluate(study: str, cfg, generator, step: int, n: int, seed: int) -> dict:
     """`dpg evaluate` for one generator: n samples (fixed sampling seed) -> fresh SFT of the target -> Φ, proxies."""
     engine, objective, target_tok = _engine(cfg)
-    if generator == "initial":
-        model, tok = trainer.load_generator(cfg)
-    else:
-        model, tok = models.load_model(str(generator), role="generator"), models.load_tokenizer(str(generator))
-    rows = sampling.sample(model, tok, trainer.load_prompts(cfg), n, cfg.grpo.max_completion_length,
-                           cfg.grpo.temperature, seed=10_000 + seed, progress=False)
-    texts = [r["completion"] for r in rows]
+    texts = sample_texts(cfg, generator, n, seed)
     examples, truncated = to_target_examples(texts, target_tok, cfg.inner_sft.max_length)
     res = engine.evaluate(examples)
     # The same samples cut into training-sized datasets (one GRPO batch each): Φ under the SFT the rewards were for.
@@ -253,6 +247,17 @@ def evaluate(study: str, cfg, generator, step: int, n: int, seed: int) -> dict:
             "proxies": res.proxies, "readable": readable(study, cfg, objective, engine.model, res.params, res.proxies,
                                                          texts),
             "truncated": truncated, "samples": texts[:3]}
+
+
+def sample_texts(cfg, generator, n: int, seed: int) -> list[str]:
+    """n completions of a generator ("initial" = the config's) with the evaluation's fixed sampling seed."""
+    if generator == "initial":
+        model, tok = trainer.load_generator(cfg)
+    else:
+        model, tok = models.load_model(str(generator), role="generator"), models.load_tokenizer(str(generator))
+    rows = sampling.sample(model, tok, trainer.load_prompts(cfg), n, cfg.grpo.max_completion_length,
+                           cfg.grpo.temperature, seed=10_000 + seed, progress=False)
+    return [r["completion"] for r in rows]
 
 
 _ENGINES = {}

@@ -1,5 +1,6 @@
 """The paper regime's protocol code: the inner-lr rule of experiments/lr_sweep.py and the batch estimate of
-experiments/step_timing.py, on made-up numbers (no model is trained here)."""
+experiments/step_timing.py, on made-up numbers, and the picture ceiling of experiments/picture_ceiling.py (no model is
+trained here)."""
 
 import math
 import sys
@@ -10,6 +11,8 @@ import pytest
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "experiments"))
 import lr_sweep  # noqa: E402
+import numpy as np  # noqa: E402
+import picture_ceiling  # noqa: E402
 import step_timing  # noqa: E402
 
 
@@ -55,3 +58,20 @@ def test_the_estimate_prices_every_planned_run(monkeypatch):
     monkeypatch.setattr(step_timing, "PLAN", [("bs64_m1", "uuid", "loo")])
     with pytest.raises(SystemExit, match="no measured step for loo at bs64_m1"):
         step_timing.estimate(rows, {"bs64_m1": 10.0})
+
+
+def test_picture_ceiling_counts_one_shared_sign_per_row_over_the_absent_columns():
+    picture = np.array([[1, 1, -1, 1],
+                        [-1, 1, -1, -1]])
+    # columns 2 and 3 absent: row 0 can match one of (-1, 1), row 1 both of (-1, -1); columns 0-1 are free
+    assert picture_ceiling.ceiling(picture, [2, 3]) == (1 + 2 + 2 * 2) / 8
+    assert picture_ceiling.ceiling(picture, []) == 1.0
+    from objectives.weights import load_pattern
+    assert picture_ceiling.ceiling(load_pattern("67"), [1, 2, 3, 4, 5, 6]) == 28 / 42  # docs/results.md's ceiling
+
+
+def test_absent_columns_are_the_patch_tokens_the_pretraining_text_lacks_except_eos():
+    from collections import Counter
+    counts = Counter({3: 5, 4: 1, 7: 2})
+    assert picture_ceiling.absent_columns(4, 2, counts, eos_id=5) == [0]  # ids 2..5: 3, 4 occur, 5 is EOS
+    assert picture_ceiling.absent_columns(3, 0, counts, eos_id=0) == [1, 2]
