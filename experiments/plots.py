@@ -205,7 +205,7 @@ def pictures(study: str, arms: dict[str, list[dict]], path: Path) -> Path:
 
 def _save(fig, path: Path) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.stem + ".tmp.png")
+    tmp = path.with_name(f"{path.stem}.{os.getpid()}.tmp.png")  # per process: two runs may report a study at once
     fig.savefig(tmp, dpi=90)
     os.replace(tmp, path)
     return path
@@ -216,7 +216,8 @@ def report(study: str, runs_dir: Path, out: Path) -> dict:
     if not arms:
         print(f"{study}: no finished runs in {runs_dir}")
         return {}
-    summary = {arm: summarize(study, runs) | {"e2e_vs_naive": paired_to_naive(runs, arms.get("naive"))}
+    summary = {arm: summarize(study, runs)
+               | {"e2e_vs_naive": paired_to_naive(runs, arms.get("naive")) if arm != "naive" else None}
                for arm, runs in arms.items()}
     out.mkdir(parents=True, exist_ok=True)
     compact = {arm: [{k: v for k, v in r.items() if k != "log"} | {"log": [
@@ -225,7 +226,7 @@ def report(study: str, runs_dir: Path, out: Path) -> dict:
     # the summary indented, each run on one line (pictures would otherwise take a line per pixel)
     runs = ",\n".join(f"  {json.dumps(arm)}: [\n" + ",\n".join(f"   {json.dumps(r)}" for r in rs) + "]"
                       for arm, rs in compact.items())
-    tmp = out / f"{study}.json.tmp"
+    tmp = out / f"{study}.json.{os.getpid()}.tmp"
     tmp.write_text(f'{{"study": {json.dumps(study)},\n "summary": {json.dumps(summary, indent=1)},\n'
                    f' "runs": {{\n{runs}}}}}\n')
     os.replace(tmp, out / f"{study}.json")

@@ -9,21 +9,21 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 BETA=0.04  # the control arm collapsed at beta = 0 (docs/results/paper/kl_pilot.json)
 MAIN="dpg_adamw naive dpg_sgd control"   # the paired core of every study
-MORE="first_order leave_group_out"       # after the core of every study
+MORE="first_order leave_group_out"       # after the core of every study and the sweep
 tasks() {  # one line per run: STUDY POINT SEED ARM
   for study in l2_norm uuid belief language sixseven qr_code; do
     for seed in 0 1 2; do for arm in $MAIN; do echo "$study bs256_m4 $seed $arm"; done; done
+  done
+  for seed in 0 1 2; do  # the batch-size sweep, seed-major: every finished seed pairs all its points
+    for study in sixseven l2_norm; do
+      for arm in dpg_adamw dpg_sgd naive dpg_adamw_inverse; do echo "$study bs1024_m16 $seed $arm"; done
+      for arm in dpg_adamw dpg_sgd naive; do echo "$study bs64_m1 $seed $arm"; done
+    done
   done
   for study in l2_norm uuid belief language sixseven qr_code; do
     more=$MORE
     if [ "$study" = language ]; then more="$MORE levenshtein embedding langid"; fi
     for seed in 0 1 2; do for arm in $more; do echo "$study bs256_m4 $seed $arm"; done; done
-  done
-  for study in l2_norm sixseven; do
-    for seed in 0 1 2; do
-      for arm in dpg_adamw dpg_sgd naive; do echo "$study bs64_m1 $seed $arm"; done
-      for arm in dpg_adamw dpg_sgd naive dpg_adamw_inverse; do echo "$study bs1024_m16 $seed $arm"; done
-    done
   done
 }
 tasks | xargs -P "${JOBS:-1}" -L 1 sh -c \

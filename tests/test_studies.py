@@ -107,3 +107,4 @@ def test_runner_at_a_paper_point(tmp_path, monkeypatch):
     paired = summary["dpg_sgd"]["e2e_vs_naive"]
     own = summary["dpg_sgd"]["e2e_phi_delta"][0] - summary["naive"]["e2e_phi_delta"][0]
     assert paired["seeds"] == 1 and math.isclose(paired["mean"], own, abs_tol=1e-12)
+    assert summary["naive"]["e2e_vs_naive"] is None  # naive is the reference, not paired with itself
