@@ -4,7 +4,9 @@ STUDY_pictures.png (the decoded picture after a fresh SFT on each checkpoint's s
 
     python experiments/plots.py STUDY        # the same as `python experiments/run.py STUDY --report`
     python experiments/plots.py --overview   # end-to-end ΔΦ of every arm in every study (docs/results/*.json)
-    python experiments/plots.py --overview docs/results/paper/bs256_m4   # the same for a paper-regime point
+    python experiments/plots.py --overview docs/results/paper/bs256_m4   # the same for a paper-regime point,
+                                             # and overview.png there: every seed's ΔΦ − naive's, per study
+    python experiments/plots.py --sweep docs/results/paper   # the batch-size sweep: per study at ≥ 2 points
 """
 
 from __future__ import annotations
@@ -251,11 +253,115 @@ def overview(docs: Path, key: str = "e2e_phi_delta") -> str:
     return "\n".join(lines)
 
 
+def seed_deltas(report: dict) -> dict[str, dict[int, float]]:
+    """Per arm and seed, end-to-end ΔΦ (final − initial generator) from a report's runs (docs/.../STUDY.json)."""
+    return {arm: {r["seed"]: r["evals"][-1]["phi"] - r["evals"][0]["phi"] for r in runs}
+            for arm, runs in report["runs"].items()}
+
+
+def mean_se(values) -> tuple[float, float, int]:
+    a = np.asarray(list(values), dtype=float)
+    return float(a.mean()), float(a.std(ddof=1) / np.sqrt(len(a))) if len(a) > 1 else float("nan"), len(a)
+
+
+def vs_naive(deltas: dict[str, dict[int, float]], arm: str) -> list[float]:
+    """ARM's ΔΦ minus naive's, seed by seed (the seeds both finished)."""
+    base = deltas.get("naive", {})
+    return [d - base[seed] for seed, d in sorted(deltas[arm].items()) if seed in base]
+
+
+def reports(docs: Path) -> dict[str, dict]:
+    return {f.stem: d for f in sorted(docs.glob("*.json")) if "summary" in (d := json.loads(f.read_text()))}
+
+
+def paired_figure(docs: Path) -> Path:
+    """overview.png in `docs`: per study, every seed's ΔΦ − naive's per arm (dots) and their mean ± 2 standard errors
+    (the bar issue 12's goal is judged by: the bar clear of zero)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    studies = {name: seed_deltas(r) for name, r in reports(docs).items()}
+    fig, axes = plt.subplots(1, len(studies), figsize=(3.2 * len(studies), 3.6), squeeze=False)
+    for ax, (study, deltas) in zip(axes[0], studies.items()):
+        arms = [a for a in COLORS if a in deltas and a != "naive" and vs_naive(deltas, a)]
+        for i, arm in enumerate(arms):
+            d = vs_naive(deltas, arm)
+            m, se, _ = mean_se(d)
+            ax.scatter([i] * len(d), d, color=COLORS[arm], s=14, alpha=0.6)
+            ax.errorbar(i + 0.2, m, yerr=2 * se if len(d) > 1 else None, color=COLORS[arm], marker="_", ms=12,
+                        capsize=3)
+        ax.axhline(0, color="gray", lw=0.7)
+        ax.set_xticks(range(len(arms)), arms, rotation=45, ha="right", fontsize=7)
+        ax.set_title(study, fontsize=9)
+    axes[0][0].set_ylabel("ΔΦ end to end − naive's, by seed\n(bar: mean ± 2 SE)", fontsize=8)
+    fig.suptitle(f"{docs.name}: each arm against the naive reward, paired by seed", fontsize=9)
+    fig.tight_layout()
+    p = _save(fig, docs / "overview.png")
+    plt.close(fig)
+    return p
+
+
+def sweep(paper: Path) -> str:
+    """The batch-size sweep: for each study reported at two or more points (paper/POINT/STUDY.json, POINT = bsB_mM),
+    a table of ΔΦ end to end and ΔΦ − naive's (paired by seed) per arm and point, mean ± standard error over seeds,
+    and paper/sweep_STUDY.png (both against completions per GRPO step)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    points = sorted((d for d in paper.glob("bs*_m*") if d.is_dir()), key=lambda d: int(d.name[2:].split("_")[0]))
+    by_study: dict[str, dict[str, dict]] = {}
+    for point in points:
+        for study, r in reports(point).items():
+            by_study.setdefault(study, {})[point.name] = seed_deltas(r)
+    cell = lambda v: f"{v[0]:+.3f} ± {v[1]:.3f} ({v[2]})" if v[2] else ""  # noqa: E731
+    out = []
+    for study, at in by_study.items():
+        if len(at) < 2:
+            continue
+        names = list(at)
+        x = [int(n[2:].split("_")[0]) for n in names]
+        arms = [a for a in COLORS if any(a in d for d in at.values())]
+        lines = [f"**{study}**\n", "| arm | " + " | ".join(f"ΔΦ at {n}" for n in names) + " | "
+                 + " | ".join(f"− naive's at {n}" for n in names) + " |", "|---|" + "---|" * 2 * len(names)]
+        fig, axes = plt.subplots(1, 2, figsize=(10, 3.8))
+        for arm in arms:
+            own = [mean_se(at[n][arm].values()) if arm in at[n] else (np.nan, np.nan, 0) for n in names]
+            paired = [mean_se(v) if arm != "naive" and arm in at[n] and (v := vs_naive(at[n], arm))
+                      else (np.nan, np.nan, 0) for n in names]
+            lines.append(f"| {arm} | " + " | ".join(cell(v) for v in own) + " | "
+                         + " | ".join(cell(v) for v in paired) + " |")
+            for ax, vals in ((axes[0], own), (axes[1], paired)):
+                m, se = np.array([v[0] for v in vals]), np.nan_to_num(np.array([v[1] for v in vals]))
+                if np.isfinite(m).any():
+                    ax.errorbar(x, m, yerr=se, color=COLORS[arm], marker="o", capsize=3, label=arm)
+        for ax, title in ((axes[0], "ΔΦ end to end (mean ± SE over seeds)"),
+                          (axes[1], "ΔΦ − naive's, paired by seed (mean ± SE)")):
+            ax.set_xscale("log", base=2)
+            ax.set_xticks(x, [f"{b}\n({n})" for b, n in zip(x, names)], fontsize=8)
+            ax.set_xlabel("completions per GRPO step (point)")
+            ax.set_title(f"{study}: {title}", fontsize=9)
+        axes[1].axhline(0, color="gray", lw=0.7)
+        axes[0].legend(fontsize=7)
+        fig.tight_layout()
+        lines.append(f"\n(plot: {_save(fig, paper / f'sweep_{study}.png')})")
+        plt.close(fig)
+        out.append("\n".join(lines))
+    return "\n\n".join(out)
+
+
 if __name__ == "__main__":
     root = Path(__file__).resolve().parents[1]
     sys.path.insert(0, str(root))
     if sys.argv[1] == "--overview":
         docs = Path(sys.argv[2]) if len(sys.argv) > 2 else root / "docs" / "results"
         print(*(overview(docs, key) for key in ("e2e_phi_delta", "e2e_batch_phi_delta", "e2e_vs_naive")), sep="\n\n")
+        if any("e2e_vs_naive" in s for r in reports(docs).values() for s in r["summary"].values()):
+            print("wrote", paired_figure(docs))
+    elif sys.argv[1] == "--sweep":
+        print(sweep(Path(sys.argv[2]) if len(sys.argv) > 2 else root / "docs" / "results" / "paper"))
     else:
         report(sys.argv[1], root / "runs" / "studies" / sys.argv[1], root / "docs" / "results")

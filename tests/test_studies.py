@@ -108,3 +108,39 @@ def test_runner_at_a_paper_point(tmp_path, monkeypatch):
     own = summary["dpg_sgd"]["e2e_phi_delta"][0] - summary["naive"]["e2e_phi_delta"][0]
     assert paired["seeds"] == 1 and math.isclose(paired["mean"], own, abs_tol=1e-12)
     assert summary["naive"]["e2e_vs_naive"] is None  # naive is the reference, not paired with itself
+
+
+def _report(path: Path, deltas: dict[str, dict[int, float]]) -> None:
+    """A study report as experiments/plots.py writes it, reduced to what the sweep reads: per arm and seed, the
+    initial (Φ = 0) and final (Φ = ΔΦ) evaluation."""
+    runs = {arm: [{"seed": s, "evals": [{"phi": 0.0}, {"phi": d}]} for s, d in by_seed.items()]
+            for arm, by_seed in deltas.items()}
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps({"study": path.stem, "summary": {arm: {} for arm in deltas}, "runs": runs}))
+
+
+def test_sweep_pairs_each_point_by_seed(tmp_path):
+    """--sweep: per study at two or more points, ΔΦ and ΔΦ − naive's (seed by seed, over the seeds both finished)
+    as mean ± standard error per point; a study at one point only is left out."""
+    import plots
+
+    _report(tmp_path / "bs64_m1/l2_norm.json", {"naive": {0: 1.0, 1: 2.0, 2: 3.0}, "dpg_adamw": {0: 2.0, 1: 4.0, 2: 3.0}})
+    _report(tmp_path / "bs1024_m16/l2_norm.json", {"naive": {0: 1.0, 1: 1.0}, "dpg_adamw": {0: 3.0, 1: 5.0, 2: 9.0},
+                                                   "dpg_adamw_inverse": {0: 2.0}})
+    _report(tmp_path / "bs1024_m16/uuid.json", {"naive": {0: 1.0}, "dpg_adamw": {0: 2.0}})
+    text = plots.sweep(tmp_path)
+    assert "uuid" not in text and (tmp_path / "sweep_l2_norm.png").is_file()
+    row = next(line for line in text.splitlines() if line.startswith("| dpg_adamw |")).split(" | ")
+    # ΔΦ at bs64_m1: mean 3, SE 1/√3; at bs1024_m16: mean 17/3 over 3 seeds; minus naive's: (1, 2, 0) and (2, 4)
+    assert row[1] == f"+3.000 ± {1 / math.sqrt(3):.3f} (3)" and row[2].startswith("+5.667 ± ")
+    assert row[3] == f"+1.000 ± {1 / math.sqrt(3):.3f} (3)" and row[4].startswith("+3.000 ± 1.000 (2)")
+    inverse = next(line for line in text.splitlines() if line.startswith("| dpg_adamw_inverse |")).split(" | ")
+    assert inverse[1] == "" and inverse[2] == "+2.000 ± nan (1)" and inverse[4].startswith("+1.000 ± nan (1)")
+
+
+def test_overview_figure_of_paired_differences(tmp_path):
+    import plots
+
+    _report(tmp_path / "belief.json", {"naive": {0: 1.0, 1: 2.0}, "dpg_adamw": {0: 2.0, 1: 4.0}, "control": {0: 0.0}})
+    assert plots.vs_naive(plots.seed_deltas(json.loads((tmp_path / "belief.json").read_text())), "dpg_adamw") == [1, 2]
+    assert plots.paired_figure(tmp_path).is_file()
