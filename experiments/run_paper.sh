@@ -14,10 +14,11 @@ tasks() {  # one line per run: STUDY POINT SEED ARM
   for study in l2_norm uuid belief language sixseven qr_code; do
     for seed in 0 1 2; do for arm in $MAIN; do echo "$study bs256_m4 $seed $arm"; done; done
   done
-  for seed in 0 1 2; do  # the batch-size sweep, seed-major: every finished seed pairs all its points
+  for point in bs1024_m16 bs64_m1; do  # the batch-size sweep: the largest point first, every seed paired there
+    arms="dpg_adamw dpg_sgd naive"
+    if [ "$point" = bs1024_m16 ]; then arms="$arms dpg_adamw_inverse"; fi
     for study in sixseven l2_norm; do
-      for arm in dpg_adamw dpg_sgd naive dpg_adamw_inverse; do echo "$study bs1024_m16 $seed $arm"; done
-      for arm in dpg_adamw dpg_sgd naive; do echo "$study bs64_m1 $seed $arm"; done
+      for seed in 0 1 2; do for arm in $arms; do echo "$study $point $seed $arm"; done; done
     done
   done
   for study in l2_norm uuid belief language sixseven qr_code; do
