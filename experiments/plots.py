@@ -103,10 +103,12 @@ def table(study: str, summary: dict) -> str:
         train = ("(unrelated Φ)" if arm == "control" else f"{fmt(s['train_phi_first5'])} → {fmt(s['train_phi_last5'])}")
         vs = s.get("e2e_vs_naive")
         vs = f"{vs['mean']:+.3f} ± {vs['se']:.3f}" if vs and arm != "naive" else "–"
+        b = s["e2e_batch_phi_delta"]  # none where a GRPO batch is larger than the evaluation's samples (bs1024_m16)
+        batch = f"{b[0]:+.3f} ± {b[1]:.3f}" if np.isfinite(b[0]) else "– (batch > samples)"
         lines.append(
             f"| {arm} | {len(s['seeds'])} | {train} | "
             f"{fmt(s['e2e_phi_initial'])} → {fmt(s['e2e_phi_final'])} | {s['e2e_phi_delta'][0]:+.3f} ± "
-            f"{s['e2e_phi_delta'][1]:.3f} | {s['e2e_batch_phi_delta'][0]:+.3f} ± {s['e2e_batch_phi_delta'][1]:.3f} | "
+            f"{s['e2e_phi_delta'][1]:.3f} | {batch} | "
             f"{fmt(s['proxy_initial'], d)} → {fmt(s['proxy_final'], d)} | "
             f"{fmt(s['spearman_first_order'], 2) if s['spearman_first_order'] else '–'} | {vs} | "
             f"{s['train_seconds'][0]:.0f} + {s['eval_seconds'][0]:.0f} s |")
