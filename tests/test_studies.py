@@ -144,3 +144,25 @@ def test_overview_figure_of_paired_differences(tmp_path):
     _report(tmp_path / "belief.json", {"naive": {0: 1.0, 1: 2.0}, "dpg_adamw": {0: 2.0, 1: 4.0}, "control": {0: 0.0}})
     assert plots.vs_naive(plots.seed_deltas(json.loads((tmp_path / "belief.json").read_text())), "dpg_adamw") == [1, 2]
     assert plots.paired_figure(tmp_path).is_file()
+
+
+def test_eval_batch_pairs_arms_by_seed(tmp_path, monkeypatch, capsys):
+    """experiments/eval_batch.py reads `dpg evaluate` results (one per seed, cached) and pairs the arms by seed."""
+    import eval_batch
+
+    monkeypatch.setattr(eval_batch, "RUNS", tmp_path / "runs")
+    monkeypatch.setattr(eval_batch, "OUT", tmp_path / "out")
+    for seed, base in ((0, 0.1), (1, 0.2)):
+        finals = {arm: tmp_path / "runs" / arm / f"seed{seed}" / "final" for arm in eval_batch.ARMS}
+        for d in finals.values():
+            d.mkdir(parents=True)
+        gain = {"dpg_adamw": base + 0.3, "dpg_sgd": base + 0.1, "naive": base, "dpg_adamw_inverse": base + 0.2}
+        result = {"sources": [{"name": "initial", "proxies": {"pixel_accuracy": {"mean": 0.5}}}]
+                  + [{"name": str(finals[a]), "proxies": {"pixel_accuracy": {"mean": 0.6}}} for a in eval_batch.ARMS],
+                  "differences": [{"source": str(finals[a]), "phi": {"mean": gain[a]}} for a in eval_batch.ARMS]}
+        (tmp_path / "out").mkdir(exist_ok=True)
+        (tmp_path / "out" / f"sixseven_seed{seed}.json").write_text(json.dumps(result))
+    assert eval_batch.main() == 0
+    out = capsys.readouterr().out
+    assert "| dpg_adamw | +0.400 / +0.500 | +0.450 ± 0.050 | +0.300 ± 0.000 | 0.600 |" in out
+    assert "dpg_adamw_inverse − dpg_adamw, paired: -0.100 ± 0.000" in out and "seeds [0, 1]" in out

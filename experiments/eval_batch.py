@@ -1,0 +1,69 @@
+"""Judge the sweep's 1,024-completion generators by the SFT their cross-group rewards were exact for.
+
+    python experiments/eval_batch.py            # sixseven at bs1024_m16, seeds 0 1 2 -> docs/results/paper/bs1024_m16/eval_batch/
+
+The primary endpoint of every point fine-tunes the target on 256 samples in 4 AdamW steps: exactly the SFT of an
+inverse-group run at bs1024_m16 (4 runs of 256), a quarter of the cross-group one (1,024 samples, 16 steps). This
+re-evaluates every arm's final generator of a seed with the cross-group arm's own config (`dpg_adamw`: 1,024 samples,
+16 steps of 64), 2 repeats of fresh samples and SFT shuffles, against the initial generator; then pairs arms by seed.
+A measurement made after the sweep's primary results, to explain them; not a pre-registered endpoint.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+from dpg import api  # noqa: E402
+from dpg.config import load_config  # noqa: E402
+
+STUDY, POINT = "sixseven", "bs1024_m16"
+ARMS = ["dpg_adamw", "dpg_sgd", "naive", "dpg_adamw_inverse"]
+RUNS = ROOT / "runs" / "paper" / POINT / STUDY
+OUT = ROOT / "docs" / "results" / "paper" / POINT / "eval_batch"
+
+
+def evaluate(seed: int) -> dict:
+    """ΔΦ of each arm's final generator against the initial one, under the cross-group SFT (cached per seed)."""
+    out = OUT / f"{STUDY}_seed{seed}.json"
+    if not out.is_file():
+        cfg = load_config(RUNS / "dpg_adamw" / f"seed{seed}" / "config.yaml")
+        gens = ["initial", *(str(RUNS / arm / f"seed{seed}" / "final") for arm in ARMS)]
+        result = api.evaluate(cfg, generators=gens, n=1024, repeats=2, seed=20000, verbosity="quiet")
+        out.parent.mkdir(parents=True, exist_ok=True)
+        out.write_text(json.dumps(result.to_dict(), indent=1) + "\n")
+    d = json.loads(out.read_text())
+    delta = {Path(x["source"]).parents[1].name: x["phi"]["mean"] for x in d["differences"]}
+    pixels = {Path(s["name"]).parents[1].name if s["name"] != "initial" else "initial":
+              s["proxies"]["pixel_accuracy"]["mean"] for s in d["sources"]}
+    return {"delta": delta, "pixels": pixels}
+
+
+def mean_se(x) -> str:
+    x = np.asarray(x, dtype=float)
+    return f"{x.mean():+.3f} ± {x.std(ddof=1) / np.sqrt(len(x)):.3f}"
+
+
+def main() -> int:
+    seeds = [s for s in (0, 1, 2) if all((RUNS / a / f"seed{s}" / "final").is_dir() for a in ARMS)]
+    res = {s: evaluate(s) for s in seeds}
+    print(f"{STUDY} at {POINT}, evaluated with 1,024 samples and 16 AdamW steps (seeds {seeds}; mean ± SE over seeds)")
+    print("| arm | ΔΦ per seed | ΔΦ | − naive's, paired | pixel accuracy (initial " +
+          f"{np.mean([res[s]['pixels']['initial'] for s in seeds]):.3f}) |\n|---|---|---|---|---|")
+    for arm in ARMS:
+        d = [res[s]["delta"][arm] for s in seeds]
+        vs = mean_se([res[s]["delta"][arm] - res[s]["delta"]["naive"] for s in seeds]) if arm != "naive" else "–"
+        print(f"| {arm} | {' / '.join(f'{x:+.3f}' for x in d)} | {mean_se(d)} | {vs} | "
+              f"{np.mean([res[s]['pixels'][arm] for s in seeds]):.3f} |")
+    inv = [res[s]["delta"]["dpg_adamw_inverse"] - res[s]["delta"]["dpg_adamw"] for s in seeds]
+    print(f"\ndpg_adamw_inverse − dpg_adamw, paired: {mean_se(inv)} (per seed {' / '.join(f'{x:+.3f}' for x in inv)})")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
