@@ -18,7 +18,9 @@ from pathlib import Path
 import numpy as np
 
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
+sys.path[:0] = [str(ROOT), str(ROOT / "experiments")]
+from plots import mean_se as _mean_se, paired  # noqa: E402  experiments/plots.py
+
 from dpg import api  # noqa: E402
 from dpg.config import load_config  # noqa: E402
 
@@ -45,22 +47,23 @@ def evaluate(seed: int) -> dict:
 
 
 def mean_se(x) -> str:
-    x = np.asarray(x, dtype=float)
-    return f"{x.mean():+.3f} ± {x.std(ddof=1) / np.sqrt(len(x)):.3f}"
+    mean, se, _ = _mean_se(x)
+    return f"{mean:+.3f} ± {se:.3f}"
 
 
 def main() -> int:
     seeds = [s for s in (0, 1, 2) if all((RUNS / a / f"seed{s}" / "final").is_dir() for a in ARMS)]
     res = {s: evaluate(s) for s in seeds}
+    delta = {arm: {s: res[s]["delta"][arm] for s in seeds} for arm in ARMS}  # per arm, per seed
     print(f"{STUDY} at {POINT}, evaluated with 1,024 samples and 16 AdamW steps (seeds {seeds}; mean ± SE over seeds)")
     print("| arm | ΔΦ per seed | ΔΦ | − naive's, paired | pixel accuracy (initial " +
           f"{np.mean([res[s]['pixels']['initial'] for s in seeds]):.3f}) |\n|---|---|---|---|---|")
     for arm in ARMS:
-        d = [res[s]["delta"][arm] for s in seeds]
-        vs = mean_se([res[s]["delta"][arm] - res[s]["delta"]["naive"] for s in seeds]) if arm != "naive" else "–"
+        d = list(delta[arm].values())
+        vs = mean_se(paired(delta[arm], delta["naive"])) if arm != "naive" else "–"
         print(f"| {arm} | {' / '.join(f'{x:+.3f}' for x in d)} | {mean_se(d)} | {vs} | "
               f"{np.mean([res[s]['pixels'][arm] for s in seeds]):.3f} |")
-    inv = [res[s]["delta"]["dpg_adamw_inverse"] - res[s]["delta"]["dpg_adamw"] for s in seeds]
+    inv = paired(delta["dpg_adamw_inverse"], delta["dpg_adamw"])
     print(f"\ndpg_adamw_inverse − dpg_adamw, paired: {mean_se(inv)} (per seed {' / '.join(f'{x:+.3f}' for x in inv)})")
     return 0
 

@@ -82,14 +82,27 @@ def summarize(study: str, runs: list[dict]) -> dict:
 def paired_to_naive(runs: list[dict], naive: list[dict] | None) -> dict | None:
     """End-to-end ΔΦ of an arm minus naive's, paired by seed (same initial generator and target): the mean of the
     per-seed differences and its standard error (std / √n), over the seeds both arms finished."""
-    if not naive:
+    d = paired(seed_delta(runs), seed_delta(naive or []))
+    if not d:
         return None
-    base = {r["seed"]: r["evals"][-1]["phi"] - r["evals"][0]["phi"] for r in naive}
-    d = np.array([r["evals"][-1]["phi"] - r["evals"][0]["phi"] - base[r["seed"]] for r in runs if r["seed"] in base])
-    if not len(d):
-        return None
-    se = float(d.std(ddof=1) / np.sqrt(len(d))) if len(d) > 1 else float("nan")
-    return {"mean": float(d.mean()), "se": se, "seeds": len(d)}
+    mean, se, n = mean_se(d)
+    return {"mean": mean, "se": se, "seeds": n}
+
+
+def seed_delta(runs: list[dict]) -> dict[int, float]:
+    """Per seed, end-to-end ΔΦ (final − initial generator) of one arm's runs."""
+    return {r["seed"]: r["evals"][-1]["phi"] - r["evals"][0]["phi"] for r in runs}
+
+
+def paired(values: dict[int, float], base: dict[int, float]) -> list[float]:
+    """values − base, seed by seed, over the seeds both have."""
+    return [v - base[seed] for seed, v in sorted(values.items()) if seed in base]
+
+
+def mean_se(values) -> tuple[float, float, int]:
+    """Mean, standard error (nan for one value) and count."""
+    a = np.asarray(list(values), dtype=float)
+    return float(a.mean()), float(a.std(ddof=1) / np.sqrt(len(a))) if len(a) > 1 else float("nan"), len(a)
 
 
 def table(study: str, summary: dict) -> str:
@@ -256,20 +269,13 @@ def overview(docs: Path, key: str = "e2e_phi_delta") -> str:
 
 
 def seed_deltas(report: dict) -> dict[str, dict[int, float]]:
-    """Per arm and seed, end-to-end ΔΦ (final − initial generator) from a report's runs (docs/.../STUDY.json)."""
-    return {arm: {r["seed"]: r["evals"][-1]["phi"] - r["evals"][0]["phi"] for r in runs}
-            for arm, runs in report["runs"].items()}
-
-
-def mean_se(values) -> tuple[float, float, int]:
-    a = np.asarray(list(values), dtype=float)
-    return float(a.mean()), float(a.std(ddof=1) / np.sqrt(len(a))) if len(a) > 1 else float("nan"), len(a)
+    """Per arm and seed, end-to-end ΔΦ from a report's runs (docs/.../STUDY.json)."""
+    return {arm: seed_delta(runs) for arm, runs in report["runs"].items()}
 
 
 def vs_naive(deltas: dict[str, dict[int, float]], arm: str) -> list[float]:
     """ARM's ΔΦ minus naive's, seed by seed (the seeds both finished)."""
-    base = deltas.get("naive", {})
-    return [d - base[seed] for seed, d in sorted(deltas[arm].items()) if seed in base]
+    return paired(deltas[arm], deltas.get("naive", {}))
 
 
 def reports(docs: Path) -> dict[str, dict]:
