@@ -152,7 +152,7 @@ class Bench:
         self.case = case
         model = model if model is not None else build_model(case.model, source=case.source)
         vocab = vocab_of(model)
-        heldout = torch.tensor(random_ids(*case.heldout, seed=1, vocab=vocab))
+        heldout = torch.tensor(random_ids(*case.heldout, seed=1, vocab=vocab), device=model.device)
         self.engine = MetagradEngine(model, make_objective(heldout), case.config())
         self.engines = {"engine": self.engine}  # engine modes by name; those with a graph budget made on first use
         self.examples = random_ids(case.n_examples, case.seq_len, seed=0, vocab=vocab)

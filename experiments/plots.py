@@ -7,6 +7,7 @@ STUDY_pictures.png (the decoded picture after a fresh SFT on each checkpoint's s
     python experiments/plots.py --overview docs/results/paper/bs256_m4   # the same for a paper-regime point,
                                              # and overview.png there: every seed's ΔΦ − naive's, per study
     python experiments/plots.py --sweep docs/results/paper   # the batch-size sweep: per study at ≥ 2 points
+    python experiments/plots.py --restore docs/results/paper runs/paper   # finished runs back from the reports
 """
 
 from __future__ import annotations
@@ -253,6 +254,24 @@ def report(study: str, runs_dir: Path, out: Path) -> dict:
     return summary
 
 
+def restore(docs: Path, runs: Path) -> int:
+    """Write back the result.json of every run a committed report holds (docs/.../POINT/STUDY.json) and runs/ lacks.
+    runs/ is not committed, so on a fresh checkout this is what lets a batch resume and a report keep its finished
+    seeds. The report keeps each run whole except its log, cut to the keys the report reads (step, Φ, Spearman)."""
+    written = 0
+    for f in sorted(docs.rglob("*.json")):
+        if "runs" not in (d := json.loads(f.read_text())) or "summary" not in d:
+            continue
+        for arm, rs in d["runs"].items():
+            for r in rs:
+                target = runs / f.parent.relative_to(docs) / d["study"] / arm / f"seed{r['seed']}" / "result.json"
+                if not target.exists():
+                    target.parent.mkdir(parents=True, exist_ok=True)
+                    target.write_text(json.dumps(r, indent=1))
+                    written += 1
+    return written
+
+
 def overview(docs: Path, key: str = "e2e_phi_delta") -> str:
     """One row per arm, one column per study: end-to-end ΔΦ (final − initial generator), mean ± std over seeds
     (key="e2e_batch_phi_delta": the same with SFT on GRPO-batch-sized slices; "e2e_vs_naive": ΔΦ minus naive's,
@@ -369,6 +388,8 @@ if __name__ == "__main__":
         print(*(overview(docs, key) for key in ("e2e_phi_delta", "e2e_batch_phi_delta", "e2e_vs_naive")), sep="\n\n")
         if any("e2e_vs_naive" in s for r in reports(docs).values() for s in r["summary"].values()):
             print("wrote", paired_figure(docs))
+    elif sys.argv[1] == "--restore":
+        print("restored", restore(Path(sys.argv[2]), Path(sys.argv[3])), "runs into", sys.argv[3])
     elif sys.argv[1] == "--sweep":
         print(sweep(Path(sys.argv[2]) if len(sys.argv) > 2 else root / "docs" / "results" / "paper"))
     else:

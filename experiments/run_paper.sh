@@ -32,5 +32,6 @@ unfinished() {  # drop finished runs here: starting Python only to skip one cost
     [ -f "runs/paper/$point/$study/$arm/seed$seed/result.json" ] || echo "$study $point $seed $arm"
   done
 }
+python experiments/plots.py --restore docs/results/paper runs/paper  # runs/ is not committed; the reports are
 tasks | unfinished | xargs -P "${JOBS:-1}" -L 1 sh -c \
   'python experiments/run.py "$0" --point "$1" --seeds "$2" --arms "$3" --set grpo.beta='"$BETA"

@@ -41,7 +41,7 @@ def step_loss(forward, examples, step, w, normalization, max_length):
     weighted_tokens = sum(w[i] * (len(examples[i]) - 1) for mb in step for i in mb)
     total = 0.0
     for mb in step:
-        ids, mask = pad(examples, mb)
+        ids, mask = (t.to(w.device) for t in pad(examples, mb))
         s = summed_token_losses(forward(ids, mask), ids, mask)
         c = 1.0 / weighted_tokens if normalization == "token_mean" else 1.0 / (max_length * len(mb))
         total = total + (c * w[mb] * s).sum()
@@ -54,7 +54,7 @@ def unrolled(model, objective, examples, *, optimizer, lr, mb, ga, epochs=1, see
     microbatches (the schedule of the others unchanged; a step left empty still takes its optimizer step)."""
     names = [k for k, _ in model.named_parameters()]
     theta = [p.detach().clone().requires_grad_(True) for _, p in model.named_parameters()]  # leaves: θ₀ is constant
-    w = torch.ones(len(examples), dtype=theta[0].dtype, requires_grad=True)
+    w = torch.ones(len(examples), dtype=theta[0].dtype, device=theta[0].device, requires_grad=True)
     m = [torch.zeros_like(t) for t in theta]
     v = [torch.zeros_like(t) for t in theta]
     b1, b2 = betas
