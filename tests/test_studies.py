@@ -3,6 +3,7 @@ FAST overrides of test_trainer.py, and one full pass of the runner (train, end-t
 
 import json
 import math
+import shutil
 import sys
 from pathlib import Path
 
@@ -108,6 +109,17 @@ def test_runner_at_a_paper_point(tmp_path, monkeypatch):
     own = summary["dpg_sgd"]["e2e_phi_delta"][0] - summary["naive"]["e2e_phi_delta"][0]
     assert paired["seeds"] == 1 and math.isclose(paired["mean"], own, abs_tol=1e-12)
     assert summary["naive"]["e2e_vs_naive"] is None  # naive is the reference, not paired with itself
+
+    # runs/ is not committed: on a fresh checkout the report gives the finished runs back, the batch skips them and
+    # the report rebuilt from them is the same
+    import plots
+
+    report = (tmp_path / "docs/l2_norm.json").read_text()
+    shutil.rmtree(tmp_path / "runs")
+    assert plots.restore(tmp_path / "docs", tmp_path / "runs") == 2
+    assert plots.restore(tmp_path / "docs", tmp_path / "runs") == 0  # present runs are left alone
+    assert run.main(args) == 0
+    assert (tmp_path / "docs/l2_norm.json").read_text() == report
 
 
 def _report(path: Path, deltas: dict[str, dict[int, float]]) -> None:
