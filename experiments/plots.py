@@ -276,7 +276,7 @@ def overview(docs: Path, key: str = "e2e_phi_delta") -> str:
     """One row per arm, one column per study: end-to-end ΔΦ (final − initial generator), mean ± std over seeds
     (key="e2e_batch_phi_delta": the same with SFT on GRPO-batch-sized slices; "e2e_vs_naive": ΔΦ minus naive's,
     paired by seed, mean ± standard error). Other JSON files in `docs` (no "summary") are not studies."""
-    studies = {f.stem: d["summary"] for f in sorted(docs.glob("*.json")) if "summary" in (d := json.loads(f.read_text()))}
+    studies = {study: r["summary"] for study, r in reports(docs).items()}
     arms = [a for a in COLORS if any(s.get(a, {}).get(key) for s in studies.values())]
     lines = ["| arm | " + " | ".join(studies) + " |", "|---|" + "---|" * len(studies)]
     for arm in arms:
