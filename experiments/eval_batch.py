@@ -1,6 +1,7 @@
 """Judge the sweep's 1,024-completion generators by the SFT their cross-group rewards were exact for.
 
     python experiments/eval_batch.py            # sixseven at bs1024_m16, seeds 0 1 2 -> docs/results/paper/bs1024_m16/eval_batch/
+    python experiments/eval_batch.py l2_norm    # the same for l2_norm (the seeds whose four final generators exist)
 
 The primary endpoint of every point fine-tunes the target on 256 samples in 4 AdamW steps: exactly the SFT of an
 inverse-group run at bs1024_m16 (4 runs of 256), a quarter of the cross-group one (1,024 samples, 16 steps). This
@@ -19,31 +20,32 @@ import numpy as np
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path[:0] = [str(ROOT), str(ROOT / "experiments")]
-from plots import mean_se as _mean_se, paired  # noqa: E402  experiments/plots.py
+from plots import PRIMARY, mean_se as _mean_se, paired  # noqa: E402  experiments/plots.py
 
 from dpg import api  # noqa: E402
 from dpg.config import load_config  # noqa: E402
 
-STUDY, POINT = "sixseven", "bs1024_m16"
+POINT = "bs1024_m16"
 ARMS = ["dpg_adamw", "dpg_sgd", "naive", "dpg_adamw_inverse"]
-RUNS = ROOT / "runs" / "paper" / POINT / STUDY
+RUNS = ROOT / "runs" / "paper" / POINT  # RUNS / STUDY / ARM / seedS
 OUT = ROOT / "docs" / "results" / "paper" / POINT / "eval_batch"
 
 
-def evaluate(seed: int) -> dict:
-    """ΔΦ of each arm's final generator against the initial one, under the cross-group SFT (cached per seed)."""
-    out = OUT / f"{STUDY}_seed{seed}.json"
+def evaluate(study: str, seed: int) -> dict:
+    """ΔΦ of each arm's final generator against the initial one, under the cross-group SFT (cached per seed), and
+    the study's readable proxy per generator."""
+    out, runs = OUT / f"{study}_seed{seed}.json", RUNS / study
     if not out.is_file():
-        cfg = load_config(RUNS / "dpg_adamw" / f"seed{seed}" / "config.yaml")
-        gens = ["initial", *(str(RUNS / arm / f"seed{seed}" / "final") for arm in ARMS)]
+        cfg = load_config(runs / "dpg_adamw" / f"seed{seed}" / "config.yaml")
+        gens = ["initial", *(str(runs / arm / f"seed{seed}" / "final") for arm in ARMS)]
         result = api.evaluate(cfg, generators=gens, n=1024, repeats=2, seed=20000, verbosity="quiet")
         out.parent.mkdir(parents=True, exist_ok=True)
         out.write_text(json.dumps(result.to_dict(), indent=1) + "\n")
     d = json.loads(out.read_text())
     delta = {Path(x["source"]).parents[1].name: x["phi"]["mean"] for x in d["differences"]}
-    pixels = {Path(s["name"]).parents[1].name if s["name"] != "initial" else "initial":
-              s["proxies"]["pixel_accuracy"]["mean"] for s in d["sources"]}
-    return {"delta": delta, "pixels": pixels}
+    proxy = {Path(s["name"]).parents[1].name if s["name"] != "initial" else "initial":
+             s["proxies"][PRIMARY[study][0]]["mean"] for s in d["sources"]}
+    return {"delta": delta, "proxy": proxy}
 
 
 def mean_se(x) -> str:
@@ -51,22 +53,24 @@ def mean_se(x) -> str:
     return f"{mean:+.3f} ± {se:.3f}"
 
 
-def main() -> int:
-    seeds = [s for s in (0, 1, 2) if all((RUNS / a / f"seed{s}" / "final").is_dir() for a in ARMS)]
-    res = {s: evaluate(s) for s in seeds}
+def main(study: str = "sixseven") -> int:
+    seeds = [s for s in (0, 1, 2) if all((RUNS / study / a / f"seed{s}" / "final").is_dir() for a in ARMS)]
+    if not seeds:
+        raise SystemExit(f"{study}: no seed has the final generators of all of {ARMS} under {RUNS / study}")
+    res = {s: evaluate(study, s) for s in seeds}
     delta = {arm: {s: res[s]["delta"][arm] for s in seeds} for arm in ARMS}  # per arm, per seed
-    print(f"{STUDY} at {POINT}, evaluated with 1,024 samples and 16 AdamW steps (seeds {seeds}; mean ± SE over seeds)")
-    print("| arm | ΔΦ per seed | ΔΦ | − naive's, paired | pixel accuracy (initial " +
-          f"{np.mean([res[s]['pixels']['initial'] for s in seeds]):.3f}) |\n|---|---|---|---|---|")
+    print(f"{study} at {POINT}, evaluated with 1,024 samples and 16 AdamW steps (seeds {seeds}; mean ± SE over seeds)")
+    print(f"| arm | ΔΦ per seed | ΔΦ | − naive's, paired | {PRIMARY[study][0].replace('_', ' ')} (initial " +
+          f"{np.mean([res[s]['proxy']['initial'] for s in seeds]):.3f}) |\n|---|---|---|---|---|")
     for arm in ARMS:
         d = list(delta[arm].values())
         vs = mean_se(paired(delta[arm], delta["naive"])) if arm != "naive" else "–"
         print(f"| {arm} | {' / '.join(f'{x:+.3f}' for x in d)} | {mean_se(d)} | {vs} | "
-              f"{np.mean([res[s]['pixels'][arm] for s in seeds]):.3f} |")
+              f"{np.mean([res[s]['proxy'][arm] for s in seeds]):.3f} |")
     inv = paired(delta["dpg_adamw_inverse"], delta["dpg_adamw"])
     print(f"\ndpg_adamw_inverse − dpg_adamw, paired: {mean_se(inv)} (per seed {' / '.join(f'{x:+.3f}' for x in inv)})")
     return 0
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(main(*sys.argv[1:2]))

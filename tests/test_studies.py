@@ -165,7 +165,7 @@ def test_eval_batch_pairs_arms_by_seed(tmp_path, monkeypatch, capsys):
     monkeypatch.setattr(eval_batch, "RUNS", tmp_path / "runs")
     monkeypatch.setattr(eval_batch, "OUT", tmp_path / "out")
     for seed, base in ((0, 0.1), (1, 0.2)):
-        finals = {arm: tmp_path / "runs" / arm / f"seed{seed}" / "final" for arm in eval_batch.ARMS}
+        finals = {arm: tmp_path / "runs" / "sixseven" / arm / f"seed{seed}" / "final" for arm in eval_batch.ARMS}
         for d in finals.values():
             d.mkdir(parents=True)
         gain = {"dpg_adamw": base + 0.3, "dpg_sgd": base + 0.1, "naive": base, "dpg_adamw_inverse": base + 0.2}
@@ -178,3 +178,6 @@ def test_eval_batch_pairs_arms_by_seed(tmp_path, monkeypatch, capsys):
     out = capsys.readouterr().out
     assert "| dpg_adamw | +0.400 / +0.500 | +0.450 ± 0.050 | +0.300 ± 0.000 | 0.600 |" in out
     assert "dpg_adamw_inverse − dpg_adamw, paired: -0.100 ± 0.000" in out and "seeds [0, 1]" in out
+    assert "pixel accuracy (initial 0.500)" in out
+    with pytest.raises(SystemExit, match="l2_norm: no seed has the final generators"):
+        eval_batch.main("l2_norm")
