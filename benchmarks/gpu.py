@@ -101,7 +101,7 @@ def engine_costs(ks: list[int], repeats: int, quick: bool) -> list[dict]:
         for m, run in runs.items():  # warm-up (kernels, allocator) and the metagradients compared below
             try:
                 grads[m] = run()
-            except torch.OutOfMemoryError as e:  # the full unroll keeps the whole run's graph: a measured limit
+            except torch.cuda.OutOfMemoryError as e:  # the full unroll keeps the whole run's graph: a measured limit
                 failed[m] = f"out of memory: {str(e).splitlines()[0]}"
                 torch.cuda.empty_cache()
         times, peaks = {m: [] for m in grads}, {}
