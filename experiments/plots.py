@@ -5,7 +5,8 @@ STUDY_pictures.png (the decoded picture after a fresh SFT on each checkpoint's s
     python experiments/plots.py STUDY        # the same as `python experiments/run.py STUDY --report`
     python experiments/plots.py --overview   # end-to-end ΔΦ of every arm in every study (docs/results/*.json)
     python experiments/plots.py --overview docs/results/paper/bs256_m4   # the same for a paper-regime point,
-                                             # and overview.png there: every seed's ΔΦ − naive's, per study
+                                             # and overview.png there: every seed's ΔΦ − naive's, per study;
+                                             # last, DPG-AdamW's ΔΦ minus every other arm's, paired by seed
     python experiments/plots.py --sweep docs/results/paper   # the batch-size sweep: per study at ≥ 2 points
     python experiments/plots.py --restore docs/results/paper runs/paper   # finished runs back from the reports
 """
@@ -98,6 +99,11 @@ def seed_delta(runs: list[dict]) -> dict[int, float]:
 def paired(values: dict[int, float], base: dict[int, float]) -> list[float]:
     """values − base, seed by seed, over the seeds both have."""
     return [v - base[seed] for seed, v in sorted(values.items()) if seed in base]
+
+
+def cell(v: tuple[float, float, int]) -> str:
+    """A (mean, standard error, count) table cell; empty for no values."""
+    return f"{v[0]:+.3f} ± {v[1]:.3f} ({v[2]})" if v[2] else ""
 
 
 def mean_se(values) -> tuple[float, float, int]:
@@ -287,6 +293,19 @@ def overview(docs: Path, key: str = "e2e_phi_delta") -> str:
     return "\n".join(lines)
 
 
+def lead_table(docs: Path, lead: str = "dpg_adamw") -> str:
+    """One row per other arm, one column per study: LEAD's end-to-end ΔΦ minus the arm's, paired by seed, mean ±
+    standard error (seeds): how far LEAD is ahead of each arm, judged like the goal's comparison to naive."""
+    studies = {name: seed_deltas(r) for name, r in reports(docs).items()}
+    arms = [a for a in COLORS if a != lead and any(a in d for d in studies.values())]
+    lines = [f"| {lead} − arm | " + " | ".join(studies) + " |", "|---|" + "---|" * len(studies)]
+    for arm in arms:
+        diffs = [paired(d[lead], d[arm]) if arm in d and lead in d else [] for d in studies.values()]
+        cells = [cell(mean_se(v)) if v else "" for v in diffs]
+        lines.append(f"| {arm} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
 def seed_deltas(report: dict) -> dict[str, dict[int, float]]:
     """Per arm and seed, end-to-end ΔΦ from a report's runs (docs/.../STUDY.json)."""
     return {arm: seed_delta(runs) for arm, runs in report["runs"].items()}
@@ -344,7 +363,6 @@ def sweep(paper: Path) -> str:
     for point in points:
         for study, r in reports(point).items():
             by_study.setdefault(study, {})[point.name] = seed_deltas(r)
-    cell = lambda v: f"{v[0]:+.3f} ± {v[1]:.3f} ({v[2]})" if v[2] else ""  # noqa: E731
     out = []
     for study, at in by_study.items():
         if len(at) < 2:
@@ -385,7 +403,8 @@ if __name__ == "__main__":
     sys.path.insert(0, str(root))
     if sys.argv[1] == "--overview":
         docs = Path(sys.argv[2]) if len(sys.argv) > 2 else root / "docs" / "results"
-        print(*(overview(docs, key) for key in ("e2e_phi_delta", "e2e_batch_phi_delta", "e2e_vs_naive")), sep="\n\n")
+        print(*(overview(docs, key) for key in ("e2e_phi_delta", "e2e_batch_phi_delta", "e2e_vs_naive")),
+              lead_table(docs), sep="\n\n")
         if any("e2e_vs_naive" in s for r in reports(docs).values() for s in r["summary"].values()):
             print("wrote", paired_figure(docs))
     elif sys.argv[1] == "--restore":

@@ -158,6 +158,19 @@ def test_overview_figure_of_paired_differences(tmp_path):
     assert plots.paired_figure(tmp_path).is_file()
 
 
+def test_lead_table_pairs_dpg_adamw_with_every_arm(tmp_path):
+    """--overview's last table: DPG-AdamW's ΔΦ minus each other arm's, seed by seed, over the seeds both have."""
+    import plots
+
+    _report(tmp_path / "belief.json", {"naive": {0: 1.0, 1: 2.0}, "dpg_adamw": {0: 2.0, 1: 4.0, 2: 9.0},
+                                       "first_order": {1: 3.0, 2: 5.0}})
+    _report(tmp_path / "uuid.json", {"naive": {0: 1.0}, "dpg_adamw": {0: 3.0}})
+    lines = plots.lead_table(tmp_path).splitlines()
+    assert lines[0] == "| dpg_adamw − arm | belief | uuid |"
+    assert lines[2] == "| naive | +1.500 ± 0.500 (2) | +2.000 ± nan (1) |"
+    assert lines[3] == "| first_order | +2.500 ± 1.500 (2) |  |"  # seeds 1 and 2: +1, +4
+
+
 def test_eval_batch_pairs_arms_by_seed(tmp_path, monkeypatch, capsys):
     """experiments/eval_batch.py reads `dpg evaluate` results (one per seed, cached) and pairs the arms by seed."""
     import eval_batch
