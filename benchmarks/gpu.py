@@ -6,9 +6,10 @@ soon as it has them (a run stopped early keeps what it finished):
    of 32, accumulated 4 times). Side by side, after one warm-up of each: plain SFT (`MetagradEngine.train`), the
    engine (`MetagradEngine.run`: forward with stored states + reverse pass), the engine keeping steps' graphs in half
    the free GPU memory (`graph_budget_mb: auto`) and the full-unroll autograd reference
-   (`tests/reference.py::unrolled`: it keeps the whole run's graph; where it runs out of memory, that is recorded). Wall seconds (CUDA-synchronised, median of `--repeats`) and peak allocated GPU memory
-   over what was allocated before (`torch.cuda.max_memory_allocated`). Also the float32 agreement of the engine
-   with the unroll: max |Δ| / max |reference|.
+   (`tests/reference.py::unrolled`: it keeps the whole run's graph; where it runs out of memory, that is recorded).
+   Wall seconds (CUDA-synchronised, median of `--repeats`) and peak allocated GPU memory over what was allocated
+   before (`torch.cuda.max_memory_allocated`). Also the float32 agreement of the engine with the unroll:
+   max |Δ| / max |reference|.
 2. **GRPO steps of a paper config** (`configs/paper/l2_norm.yaml`, 256 prompts × 4 = 1,024 completions of ≤ 128
    tokens per step, one inner AdamW step of 1,024 examples on GPT-2 124M): the generator is a Llama with
    Llama-3.2-1B's body (16 layers × 2048, GQA 32/8 heads, MLP 8192) and the target a GPT-2 124M, both random-init
@@ -123,8 +124,9 @@ def engine_costs(ks: list[int], repeats: int, quick: bool) -> list[dict]:
     return rows
 
 
-def save_models(root: Path, quick: bool) -> tuple[Path, Path]:
-    """A Llama-3.2-1B-bodied generator and a GPT-2 124M target, random-init, saved with dpg's BPE tokenizer."""
+def save_models(root: Path, quick: bool) -> tuple[Path, Path, int]:
+    """A Llama-3.2-1B-bodied generator and a GPT-2 124M target, random-init, saved with dpg's BPE tokenizer: their
+    directories and the generator's parameter count."""
     from dpg.models import load_tokenizer
 
     tok = load_tokenizer("tiny")

@@ -265,16 +265,15 @@ def restore(docs: Path, runs: Path) -> int:
     runs/ is not committed, so on a fresh checkout this is what lets a batch resume and a report keep its finished
     seeds. The report keeps each run whole except its log, cut to the keys the report reads (step, Φ, Spearman)."""
     written = 0
-    for f in sorted(docs.rglob("*.json")):
-        if "runs" not in (d := json.loads(f.read_text())) or "summary" not in d:
-            continue
-        for arm, rs in d["runs"].items():
-            for r in rs:
-                target = runs / f.parent.relative_to(docs) / d["study"] / arm / f"seed{r['seed']}" / "result.json"
-                if not target.exists():
-                    target.parent.mkdir(parents=True, exist_ok=True)
-                    target.write_text(json.dumps(r, indent=1))
-                    written += 1
+    for point in sorted({f.parent for f in docs.rglob("*.json")}):
+        for study, d in reports(point).items():
+            for arm, rs in d["runs"].items():
+                for r in rs:
+                    target = runs / point.relative_to(docs) / study / arm / f"seed{r['seed']}" / "result.json"
+                    if not target.exists():
+                        target.parent.mkdir(parents=True, exist_ok=True)
+                        target.write_text(json.dumps(r, indent=1))
+                        written += 1
     return written
 
 
