@@ -23,7 +23,7 @@ from pathlib import Path
 import torch
 
 from dpg.config import DPGConfig
-from dpg.rewards import compute_rewards, pearson, spearman, to_target_examples
+from dpg.rewards import compute_rewards, mean_se, pearson, spearman, to_target_examples
 
 GROUPS = (2, 4, 8)
 
@@ -59,12 +59,8 @@ class Calibration:
 
 
 def _mean_se(xs: list[float]) -> tuple[float, float]:
-    xs = [x for x in xs if math.isfinite(x)]
-    if not xs:
-        return math.nan, math.nan
-    m = sum(xs) / len(xs)
-    se = math.sqrt(sum((x - m) ** 2 for x in xs) / (len(xs) - 1) / len(xs)) if len(xs) > 1 else math.nan
-    return m, se
+    xs = [x for x in xs if math.isfinite(x)]  # a constant reward vector has no correlation (nan): leave it out
+    return mean_se(xs) if xs else (math.nan, math.nan)
 
 
 def _sample(model, tok, prompts: list[str], n: int, max_new_tokens: int, temperature: float):

@@ -47,7 +47,7 @@ sys.path.insert(0, str(ROOT))
 import objectives  # noqa: E402
 from dpg import models  # noqa: E402
 from dpg.metagrad import MetagradEngine  # noqa: E402
-from dpg.rewards import random_partition, to_target_examples  # noqa: E402
+from dpg.rewards import mean_se, random_partition, to_target_examples  # noqa: E402
 from dpg.sft_config import InnerSFTConfig  # noqa: E402
 
 OUT = ROOT / "docs" / "results" / "fidelity"
@@ -176,11 +176,6 @@ def cosine(a, b) -> float:
 def zero_estimates(raw: dict, truth: torch.Tensor) -> list[str]:
     """Estimators whose every per-dataset estimate is zero (to rounding)."""
     return [e for e, xs in raw.items() if all(torch.tensor(x).norm() <= ZERO * truth.norm() for x in xs)]
-
-
-def mean_se(xs: list[float]) -> tuple[float, float]:
-    t = torch.tensor(xs, dtype=torch.float64)
-    return t.mean().item(), (t.std() / math.sqrt(len(t))).item() if len(t) > 1 else math.nan
 
 
 def run_cell(objective: str, optimizer: str, N: int, M: int, truth_datasets: int, repeats: int,

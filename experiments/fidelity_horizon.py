@@ -36,6 +36,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import fidelity as F  # noqa: E402  (the benchmark's setup, estimators and truth: one definition)
+from dpg.rewards import mean_se  # noqa: E402
 
 OUT = F.OUT / "horizon"
 D_MG, D_NAIVE, G_INV, TRUTH_MORE = 128, 1024, 4, 48
@@ -49,7 +50,7 @@ def chunk_cosines(per_dataset: torch.Tensor, truth: torch.Tensor, k: int, per_st
     if n == 0:
         return None
     cs = [F.cosine(c.mean(0), truth) for c in per_dataset[: n * k * per_step].view(n, k * per_step, -1)]
-    return F.mean_se(cs) if n > 1 else (cs[0], math.nan)
+    return mean_se(cs)
 
 
 def model(per_dataset: torch.Tensor, truth_samples: torch.Tensor, per_step: int = 1) -> dict:
