@@ -277,11 +277,11 @@ def restore(docs: Path, runs: Path) -> int:
     return written
 
 
-def overview(docs: Path, key: str = "e2e_phi_delta") -> str:
-    """One row per arm, one column per study: end-to-end ΔΦ (final − initial generator), mean ± std over seeds
-    (key="e2e_batch_phi_delta": the same with SFT on GRPO-batch-sized slices; "e2e_vs_naive": ΔΦ minus naive's,
-    paired by seed, mean ± standard error). Other JSON files in `docs` (no "summary") are not studies."""
-    studies = {study: r["summary"] for study, r in reports(docs).items()}
+def overview(studies: dict[str, dict], key: str = "e2e_phi_delta") -> str:
+    """One row per arm, one column per study (`reports(docs)`): end-to-end ΔΦ (final − initial generator), mean ±
+    std over seeds (key="e2e_batch_phi_delta": the same with SFT on GRPO-batch-sized slices; "e2e_vs_naive": ΔΦ
+    minus naive's, paired by seed, mean ± standard error)."""
+    studies = {study: r["summary"] for study, r in studies.items()}
     arms = [a for a in COLORS if any(s.get(a, {}).get(key) for s in studies.values())]
     lines = ["| arm | " + " | ".join(studies) + " |", "|---|" + "---|" * len(studies)]
     for arm in arms:
@@ -292,10 +292,11 @@ def overview(docs: Path, key: str = "e2e_phi_delta") -> str:
     return "\n".join(lines)
 
 
-def lead_table(docs: Path, lead: str = "dpg_adamw") -> str:
-    """One row per other arm, one column per study: LEAD's end-to-end ΔΦ minus the arm's, paired by seed, mean ±
-    standard error (seeds): how far LEAD is ahead of each arm, judged like the goal's comparison to naive."""
-    studies = {name: seed_deltas(r) for name, r in reports(docs).items()}
+def lead_table(studies: dict[str, dict], lead: str = "dpg_adamw") -> str:
+    """One row per other arm, one column per study (`reports(docs)`): LEAD's end-to-end ΔΦ minus the arm's, paired
+    by seed, mean ± standard error (seeds): how far LEAD is ahead of each arm, judged like the goal's comparison
+    to naive."""
+    studies = {name: seed_deltas(r) for name, r in studies.items()}
     arms = [a for a in COLORS if a != lead and any(a in d for d in studies.values())]
     lines = [f"| {lead} − arm | " + " | ".join(studies) + " |", "|---|" + "---|" * len(studies)]
     for arm in arms:
@@ -316,18 +317,19 @@ def vs_naive(deltas: dict[str, dict[int, float]], arm: str) -> list[float]:
 
 
 def reports(docs: Path) -> dict[str, dict]:
+    """The study reports in `docs` by study name; other JSON files there (no "summary") are not studies."""
     return {f.stem: d for f in sorted(docs.glob("*.json")) if "summary" in (d := json.loads(f.read_text()))}
 
 
-def paired_figure(docs: Path) -> Path:
-    """overview.png in `docs`: per study, every seed's ΔΦ − naive's per arm (dots) and their mean ± 2 standard errors
-    (the bar issue 12's goal is judged by: the bar clear of zero)."""
+def paired_figure(studies: dict[str, dict], docs: Path) -> Path:
+    """overview.png in `docs`: per study (`reports(docs)`), every seed's ΔΦ − naive's per arm (dots) and their mean
+    ± 2 standard errors (the bar issue 12's goal is judged by: the bar clear of zero)."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    studies = {name: seed_deltas(r) for name, r in reports(docs).items()}
+    studies = {name: seed_deltas(r) for name, r in studies.items()}
     fig, axes = plt.subplots(1, len(studies), figsize=(3.2 * len(studies), 3.6), squeeze=False)
     for ax, (study, deltas) in zip(axes[0], studies.items()):
         arms = [a for a in COLORS if a in deltas and a != "naive" and vs_naive(deltas, a)]
@@ -402,10 +404,11 @@ if __name__ == "__main__":
     sys.path.insert(0, str(root))
     if sys.argv[1] == "--overview":
         docs = Path(sys.argv[2]) if len(sys.argv) > 2 else root / "docs" / "results"
-        print(*(overview(docs, key) for key in ("e2e_phi_delta", "e2e_batch_phi_delta", "e2e_vs_naive")),
-              lead_table(docs), sep="\n\n")
-        if any("e2e_vs_naive" in s for r in reports(docs).values() for s in r["summary"].values()):
-            print("wrote", paired_figure(docs))
+        studies = reports(docs)
+        print(*(overview(studies, key) for key in ("e2e_phi_delta", "e2e_batch_phi_delta", "e2e_vs_naive")),
+              lead_table(studies), sep="\n\n")
+        if any("e2e_vs_naive" in s for r in studies.values() for s in r["summary"].values()):
+            print("wrote", paired_figure(studies, docs))
     elif sys.argv[1] == "--restore":
         print("restored", restore(Path(sys.argv[2]), Path(sys.argv[3])), "runs into", sys.argv[3])
     elif sys.argv[1] == "--sweep":

@@ -155,7 +155,7 @@ def test_overview_figure_of_paired_differences(tmp_path):
 
     _report(tmp_path / "belief.json", {"naive": {0: 1.0, 1: 2.0}, "dpg_adamw": {0: 2.0, 1: 4.0}, "control": {0: 0.0}})
     assert plots.vs_naive(plots.seed_deltas(json.loads((tmp_path / "belief.json").read_text())), "dpg_adamw") == [1, 2]
-    assert plots.paired_figure(tmp_path).is_file()
+    assert plots.paired_figure(plots.reports(tmp_path), tmp_path).is_file()
 
 
 def test_lead_table_pairs_dpg_adamw_with_every_arm(tmp_path):
@@ -165,7 +165,7 @@ def test_lead_table_pairs_dpg_adamw_with_every_arm(tmp_path):
     _report(tmp_path / "belief.json", {"naive": {0: 1.0, 1: 2.0}, "dpg_adamw": {0: 2.0, 1: 4.0, 2: 9.0},
                                        "first_order": {1: 3.0, 2: 5.0}})
     _report(tmp_path / "uuid.json", {"naive": {0: 1.0}, "dpg_adamw": {0: 3.0}})
-    lines = plots.lead_table(tmp_path).splitlines()
+    lines = plots.lead_table(plots.reports(tmp_path)).splitlines()
     assert lines[0] == "| dpg_adamw − arm | belief | uuid |"
     assert lines[2] == "| naive | +1.500 ± 0.500 (2) | +2.000 ± nan (1) |"
     assert lines[3] == "| first_order | +2.500 ± 1.500 (2) |  |"  # seeds 1 and 2: +1, +4
