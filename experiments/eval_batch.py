@@ -2,6 +2,7 @@
 
     python experiments/eval_batch.py            # sixseven at bs1024_m16, seeds 0 1 2 -> docs/results/paper/bs1024_m16/eval_batch/
     python experiments/eval_batch.py l2_norm    # the same for l2_norm (the seeds whose four final generators exist)
+    python experiments/eval_batch.py l2_norm --runs runs/rerun/bs1024_m16   # generators trained again elsewhere
 
 The primary endpoint of every point fine-tunes the target on 256 samples in 4 AdamW steps: exactly the SFT of an
 inverse-group run at bs1024_m16 (4 runs of 256), a quarter of the cross-group one (1,024 samples, 16 steps). This
@@ -31,10 +32,10 @@ RUNS = ROOT / "runs" / "paper" / POINT  # RUNS / STUDY / ARM / seedS
 OUT = ROOT / "docs" / "results" / "paper" / POINT / "eval_batch"
 
 
-def evaluate(study: str, seed: int) -> dict:
-    """ΔΦ of each arm's final generator against the initial one, under the cross-group SFT (cached per seed), and
-    the study's readable proxy per generator."""
-    out, runs = OUT / f"{study}_seed{seed}.json", RUNS / study
+def evaluate(study: str, seed: int, runs: Path) -> dict:
+    """ΔΦ of each arm's final generator (runs/STUDY/ARM/seedS/final) against the initial one, under the cross-group
+    SFT (cached per seed), and the study's readable proxy per generator."""
+    out, runs = OUT / f"{study}_seed{seed}.json", runs / study
     if not out.is_file():
         cfg = load_config(runs / "dpg_adamw" / f"seed{seed}" / "config.yaml")
         gens = ["initial", *(str(runs / arm / f"seed{seed}" / "final") for arm in ARMS)]
@@ -53,11 +54,12 @@ def mean_se(x) -> str:
     return f"{mean:+.3f} ± {se:.3f}"
 
 
-def main(study: str = "sixseven") -> int:
-    seeds = [s for s in (0, 1, 2) if all((RUNS / study / a / f"seed{s}" / "final").is_dir() for a in ARMS)]
+def main(study: str = "sixseven", runs: Path | None = None) -> int:
+    runs = runs or RUNS
+    seeds = [s for s in (0, 1, 2) if all((runs / study / a / f"seed{s}" / "final").is_dir() for a in ARMS)]
     if not seeds:
-        raise SystemExit(f"{study}: no seed has the final generators of all of {ARMS} under {RUNS / study}")
-    res = {s: evaluate(study, s) for s in seeds}
+        raise SystemExit(f"{study}: no seed has the final generators of all of {ARMS} under {runs / study}")
+    res = {s: evaluate(study, s, runs) for s in seeds}
     delta = {arm: {s: res[s]["delta"][arm] for s in seeds} for arm in ARMS}  # per arm, per seed
     print(f"{study} at {POINT}, evaluated with 1,024 samples and 16 AdamW steps (seeds {seeds}; mean ± SE over seeds)")
     print(f"| arm | ΔΦ per seed | ΔΦ | − naive's, paired | {PRIMARY[study][0].replace('_', ' ')} (initial " +
@@ -73,4 +75,10 @@ def main(study: str = "sixseven") -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main(*sys.argv[1:2]))
+    import argparse
+
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("study", nargs="?", default="sixseven")
+    parser.add_argument("--runs", type=Path, default=RUNS, help=f"the point's run directory (default {RUNS})")
+    args = parser.parse_args()
+    sys.exit(main(args.study, args.runs.resolve()))

@@ -194,3 +194,5 @@ def test_eval_batch_pairs_arms_by_seed(tmp_path, monkeypatch, capsys):
     assert "pixel accuracy (initial 0.500)" in out
     with pytest.raises(SystemExit, match="l2_norm: no seed has the final generators"):
         eval_batch.main("l2_norm")
+    with pytest.raises(SystemExit, match="no seed has the final generators .* under .*elsewhere"):
+        eval_batch.main("sixseven", runs=tmp_path / "elsewhere")  # --runs: generators trained in another directory
