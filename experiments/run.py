@@ -179,6 +179,15 @@ def config_path(study: str) -> Path:
     return path
 
 
+def default_runs(point: str | None) -> Path:
+    return ROOT / "runs" / "paper" / point if point else RUNS
+
+
+def runs_arg(runs: Path) -> str:
+    """RUNS as a command names it: relative to the repository root where it lies below it."""
+    return str(runs.resolve().relative_to(ROOT)) if runs.resolve().is_relative_to(ROOT) else str(runs)
+
+
 def run_one(study: str, arm: str, seed: int, steps: int, eval_n: int, runs: Path = RUNS, extra: list[str] = (),
             point: str | None = None) -> dict:
     out = runs / study / arm / f"seed{seed}"
@@ -213,7 +222,8 @@ def run_one(study: str, arm: str, seed: int, steps: int, eval_n: int, runs: Path
     result = {
         "study": study, "arm": arm, "seed": seed, "steps": steps, "eval_n": eval_n,
         "command": f"python experiments/run.py {study} --arms {arm} --seeds {seed} --steps {steps} --eval-n {eval_n}"
-                   + (f" --point {point}" if point else "") + "".join(f" --set {x}" for x in extra),
+                   + (f" --point {point}" if point else "") + "".join(f" --set {x}" for x in extra)
+                   + (f" --runs-dir {runs_arg(runs)}" if runs.resolve() != default_runs(point).resolve() else ""),
         "point": point,
         "overrides": overrides, "completions_per_step": cfg.grpo.completions_per_step,
         "train_seconds": train_seconds, "resumed": resumed, "eval_seconds": time.perf_counter() - t1,
@@ -293,7 +303,7 @@ def main(argv=None) -> int:
     args = p.parse_args(argv)
     torch.set_num_threads(1)  # tiny models on a shared 2-core machine: one thread is 2-10x faster than two
     point = args.point
-    runs_dir = (args.runs_dir or (ROOT / "runs" / "paper" / point if point else RUNS)).resolve()
+    runs_dir = (args.runs_dir or default_runs(point)).resolve()
     docs_dir = (args.docs_dir or (DOCS / "paper" / point if point else DOCS)).resolve()
     os.chdir(ROOT)  # configs name their data files relative to the repository root
     steps = args.steps or (point_steps(point) if point else load_config(config_path(args.study)).grpo.steps)

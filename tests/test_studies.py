@@ -104,6 +104,8 @@ def test_runner_at_a_paper_point(tmp_path, monkeypatch):
     assert cfg.target.pretrain_steps == 3 and cfg.prompts.repeat and cfg.checkpoint.save_every == 1
     r = json.loads((out / "result.json").read_text())
     assert r["point"] == "bs64_m1" and " --point bs64_m1 " in r["command"]
+    assert r["command"].endswith(f" --runs-dir {tmp_path / 'runs'}")  # not the point's default: the command says where
+    assert run.runs_arg(run.ROOT / "runs" / "x") == "runs/x"
     summary = json.loads((tmp_path / "docs/l2_norm.json").read_text())["summary"]
     paired = summary["dpg_sgd"]["e2e_vs_naive"]
     own = summary["dpg_sgd"]["e2e_phi_delta"][0] - summary["naive"]["e2e_phi_delta"][0]
