@@ -1,7 +1,6 @@
 """Data-parallel metagradients: 2 CPU processes on gloo give the single-process values (float64, ≤ 1e-10)."""
 
 import os
-import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -17,15 +16,11 @@ from dpg import InnerSFTConfig, MetagradEngine
 TESTS = Path(__file__).parent
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def torchrun(*args: str, nproc: int = 2, timeout: int = 600) -> subprocess.CompletedProcess:
-    cmd = [sys.executable, "-m", "torch.distributed.run", f"--nproc_per_node={nproc}", "--master_addr=127.0.0.1",
-           f"--master_port={free_port()}", *args]
+    # --standalone: the rendezvous store binds a free port itself. Choosing one here and handing it over left a
+    # window in which another process could take it: the likely cause of one failure of the suite (2026-12-04) that
+    # did not repeat in 10 reruns.
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={nproc}", *args]
     env = {**os.environ, "PYTHONPATH": f"{TESTS}{os.pathsep}{TESTS.parent}", "OMP_NUM_THREADS": "1"}
     proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, env=env)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-5000:]
