@@ -181,15 +181,14 @@ def mean_se(xs: list[float]) -> tuple[float, float]:
 def agreement(engine: MetagradEngine, examples: list[list[int]], rewards: torch.Tensor, num_generations: int,
               batching: str, loo_max_examples: int) -> dict[str, float]:
     """Spearman and Pearson correlation of a run's rewards with `first_order` and, where every SFT run holds at most
-    `loo_max_examples` examples, with exact `loo`: does the reward still mean what it should? The references are
-    `compute_rewards`' values without its logged Φ(D), which would cost `first_order` a whole inner SFT."""
+    `loo_max_examples` examples, with exact `loo`: does the reward still mean what it should? `first_order` is taken
+    per SFT run directly: `compute_rewards` would also run an inner SFT for the Φ(D) it logs, which it does not need."""
     runs = sft_runs(len(examples), num_generations, batching)
-    with_loo = max(len(r) for r in runs) <= loo_max_examples
-    refs = {name: torch.empty(len(examples), dtype=torch.float64) for name in ["first_order"] + ["loo"] * with_loo}
+    first_order = torch.empty(len(examples), dtype=torch.float64)
     for run in runs:
-        data = [examples[i] for i in run]
-        refs["first_order"][run] = engine.first_order(data).double()
-        if with_loo:
-            refs["loo"][run] = removal_rewards(engine, data, [[i] for i in range(len(data))], engine.value(data))
+        first_order[run] = engine.first_order([examples[i] for i in run]).double()
+    refs = {"first_order": first_order}
+    if max(len(r) for r in runs) <= loo_max_examples:  # loo needs Φ(D) anyway: compute_rewards' own path
+        refs["loo"] = compute_rewards(engine, examples, num_generations, "loo", batching).rewards
     return {f"{name}_{stat}": corr(rewards, ref) for name, ref in refs.items()
             for stat, corr in (("spearman", spearman), ("pearson", pearson))}

@@ -2,7 +2,7 @@
 
     python experiments/eval_batch.py            # sixseven at bs1024_m16, seeds 0 1 2 -> docs/results/paper/bs1024_m16/eval_batch/
     python experiments/eval_batch.py l2_norm    # the same for l2_norm (the seeds whose four final generators exist)
-    python experiments/eval_batch.py l2_norm --runs runs/rerun/bs1024_m16   # generators trained again elsewhere
+    python experiments/eval_batch.py l2_norm --runs runs/paper/bs1024_m16/replicate   # generators trained again elsewhere
 
 The primary endpoint of every point fine-tunes the target on 256 samples in 4 AdamW steps: exactly the SFT of an
 inverse-group run at bs1024_m16 (4 runs of 256), a quarter of the cross-group one (1,024 samples, 16 steps). This
