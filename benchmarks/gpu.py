@@ -127,7 +127,7 @@ def engine_costs(ks: list[int], repeats: int, quick: bool) -> list[dict]:
 def save_models(root: Path, quick: bool) -> tuple[Path, Path, int]:
     """A Llama-3.2-1B-bodied generator and a GPT-2 124M target, random-init, saved with dpg's BPE tokenizer: their
     directories and the generator's parameter count."""
-    from dpg.models import load_tokenizer
+    from dpg.training.models import load_tokenizer
 
     tok = load_tokenizer("tiny")
     ids = dict(bos_token_id=tok.bos_token_id, eos_token_id=tok.eos_token_id, pad_token_id=tok.pad_token_id)
@@ -146,8 +146,8 @@ def save_models(root: Path, quick: bool) -> tuple[Path, Path, int]:
 
 
 def grpo_steps(root: Path, steps: int, quick: bool) -> dict:
-    from dpg import trainer
-    from dpg.config import load_config
+    from dpg.training import trainer
+    from dpg.config.schema import load_config
 
     gen_dir, target_dir, gen_params = save_models(root / "models", quick)
     overrides = [f"generator.name_or_path={gen_dir}", f"target.name_or_path={target_dir}", "prompts.chat=false",

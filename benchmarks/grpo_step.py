@@ -2,7 +2,7 @@
 
 Runs ``dpg train configs/quickstart.yaml grpo.steps=N`` into a temporary output directory (a separate process, as a
 user would), once per ``--threads`` value (``OMP_NUM_THREADS``: torch's intra-op threads), then reads the per-step
-timings dpg's trainer logs to its JSONL (``dpg.trainer.read_log``): ``generation`` (sampling the completions,
+timings dpg's trainer logs to its JSONL (``dpg.training.trainer.read_log``): ``generation`` (sampling the completions,
 decoding, tokenizing them for the target), ``reward`` (the engine: inner SFT + exact metagradients),
 ``policy_update`` (TRL's loss, backward and optimizer step) and ``total``, in wall seconds. The first step is reported
 apart (lazy initialisation); medians and shares are over the others.
@@ -29,7 +29,7 @@ PARTS = ("generation", "reward", "policy_update")
 
 
 def run(args, threads: int) -> tuple[list[dict], float]:
-    from dpg.trainer import LOG_FILE, read_log
+    from dpg.run.checkpoints import LOG_FILE, read_log
 
     with tempfile.TemporaryDirectory(prefix="dpg-grpo-bench-") as tmp:
         out = Path(tmp) / "run"

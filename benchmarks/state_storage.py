@@ -17,7 +17,7 @@ import argparse
 import metagrad_cost as mc
 import torch
 
-from dpg.states import RecomputeStore
+from dpg.engine.states import RecomputeStore
 
 STRATEGIES = ("memory", "disk", "recompute")
 N_EXAMPLES = 64

@@ -8,11 +8,11 @@ and the model side is imported when a function runs (the engine names below on f
 """
 
 from dpg.api import evaluate, generate, plot, train
-from dpg.config import DPGConfig, load_config
-from dpg.evaluation import Evaluation
-from dpg.sft_config import InnerSFTConfig
+from dpg.config.schema import DPGConfig, load_config
+from dpg.tools.evaluation import Evaluation
+from dpg.engine.sft_config import InnerSFTConfig
 
-_LAZY = {"MetagradEngine": "dpg.metagrad", "MetagradResult": "dpg.metagrad"}
+_LAZY = {"MetagradEngine": "dpg.engine.metagrad", "MetagradResult": "dpg.engine.metagrad"}
 
 
 def __getattr__(name: str):

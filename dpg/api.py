@@ -18,10 +18,12 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-from dpg import checkpoints, validation
-from dpg.config import DPGConfig, build, validate
-from dpg.console import Console
-from dpg.evaluation import Estimate, Evaluation, SourceResult
+from dpg.run import checkpoints
+
+from dpg.config import validation
+from dpg.config.schema import DPGConfig, build, validate
+from dpg.run.console import Console
+from dpg.tools.evaluation import Estimate, Evaluation, SourceResult
 
 
 def checked(cfg: DPGConfig) -> DPGConfig:
@@ -46,7 +48,7 @@ def train(cfg: DPGConfig, resume: bool = False, verbosity: str | None = None, ov
     elif done := checkpoints.finished(cfg.output_dir, cfg.grpo.steps):
         print(done)
         return Path(cfg.output_dir)
-    from dpg import trainer
+    from dpg.training import trainer
 
     trainer.train(cfg, resume=resume, verbosity=verbosity, overwrite=overwrite)
     return Path(cfg.output_dir)
@@ -61,11 +63,12 @@ def generate(cfg: DPGConfig, n: int, out: str | Path, generator: str | Path | No
     cfg = checked(cfg)
     if format not in ("jsonl", "hf"):
         raise ValueError(f"format: expected 'jsonl' or 'hf', got {format!r}")
-    from dpg import console, sampling, trainer
+    from dpg.run import console
+    from dpg.training import assembly, sampling
 
     console.quiet_libraries(verbosity)
     model, tok = _generator(cfg, generator)
-    rows = sampling.sample(model, tok, trainer.load_prompts(cfg), n, cfg.grpo.max_completion_length,
+    rows = sampling.sample(model, tok, assembly.load_prompts(cfg), n, cfg.grpo.max_completion_length,
                            cfg.grpo.temperature if temperature is None else temperature, seed,
                            progress=_bars(verbosity))
     return sampling.write_hf(rows, out) if format == "hf" else sampling.write_jsonl(rows, out)
@@ -89,24 +92,24 @@ def evaluate(cfg: DPGConfig, generators: Sequence[str | Path] = (), data: Sequen
     if len(set(names)) < len(names):
         raise ValueError(f"evaluate: a source is named twice in {names}")
     console = Console(verbosity)
-    from dpg import sampling, trainer
-    from dpg.console import quiet_libraries
-    from dpg.metagrad import MetagradEngine
-    from dpg.rewards import to_target_examples
+    from dpg.training import assembly, sampling
+    from dpg.run.console import quiet_libraries
+    from dpg.engine.metagrad import MetagradEngine
+    from dpg.training.rewards import to_target_examples
 
     quiet_libraries(verbosity)
     # Sources first (generators sampled one at a time, then freed), so a bad path fails before any SFT runs.
     texts: dict[str, list[list[str]]] = {}  # source -> completions of each repeat
     for path in data:
         texts[str(path)] = [sampling.read_completions(path)] * repeats
-    prompts = trainer.load_prompts(cfg) if generators else []
+    prompts = assembly.load_prompts(cfg) if generators else []
     for gen in generators:
         model, tok = _generator(cfg, None if str(gen) == "initial" else gen)
         texts[str(gen)] = [[row["completion"] for row in sampling.sample(
             model, tok, prompts, n, cfg.grpo.max_completion_length, cfg.grpo.temperature, seed + r,
             progress=_bars(verbosity))] for r in range(repeats)]
         del model
-    engine, _, target_tok = trainer.build_engine(cfg)
+    engine, _, target_tok = assembly.build_engine(cfg)
     runs: dict[str, list] = {name: [] for name in names}  # (result, examples, truncated) per repeat
     for r in range(repeats):
         inner = dataclasses.replace(cfg.inner_sft, seed=cfg.inner_sft.seed + r)
@@ -132,13 +135,15 @@ def _bars(verbosity: str) -> bool:
 
 def _generator(cfg: DPGConfig, path: str | Path | None):
     """(model, tokenizer): the config's generator (path None) or one saved in a directory, checked whole first
-    (dpg/checkpoints.py); errors name the directory."""
+    (dpg/run/checkpoints.py); errors name the directory."""
     from safetensors import SafetensorError
 
-    from dpg import checkpoints, models, trainer
+    from dpg.run import checkpoints
+
+    from dpg.training import assembly, models
 
     if path is None:
-        return trainer.load_generator(cfg)
+        return assembly.load_generator(cfg)
     why = checkpoints.model_dir_problem(path)
     if why is not None:
         raise ValueError(f"--generator {path}: {why}")
@@ -151,6 +156,6 @@ def _generator(cfg: DPGConfig, path: str | Path | None):
 
 def plot(runs: str | Path | Sequence[str | Path], out: str | Path | None = None) -> Path:
     """Training curves of a run, or of several overlaid, as a PNG (default RUN/curves.png); returns its path."""
-    from dpg import plotting
+    from dpg.run import plotting
 
     return plotting.plot([runs] if isinstance(runs, (str, Path)) else list(runs), out)

@@ -85,7 +85,7 @@ def main(argv: list[str] | None = None) -> int:
                           help="also print TRL's metrics and the libraries' own warnings (logging.verbosity=debug)")
 
     args = p.parse_args(argv)
-    from dpg.config import ConfigError
+    from dpg.config.schema import ConfigError
     from dpg.errors import RewardError
 
     try:
@@ -95,8 +95,8 @@ def main(argv: list[str] | None = None) -> int:
     except (ConfigError, FileNotFoundError, FileExistsError, ValueError) as err:
         print(f"dpg {args.command}: error: {err}", file=sys.stderr)
         return 2
-    except OSError as err:  # a filesystem fault (read-only, disk full, ...): the cause and the path (dpg/fsio.py)
-        from dpg.fsio import describe
+    except OSError as err:  # a filesystem fault (read-only, disk full, ...): the cause and the path (dpg/run/fsio.py)
+        from dpg.run.fsio import describe
 
         print(f"dpg {args.command}: error: {describe(err)}", file=sys.stderr)
         return 1
@@ -107,7 +107,7 @@ def main(argv: list[str] | None = None) -> int:
 
 def _check_flags(args) -> None:
     """Every flag's value and path, before anything loads; each error names the flag and the value."""
-    from dpg.fsio import writable_dir_problem
+    from dpg.run.fsio import writable_dir_problem
 
     flags = vars(args)
     lowest = {"n": 0 if args.command == "check" else 1, "weights": 1, "seed": 0, "repeats": 1, "batches": 1}
@@ -138,15 +138,15 @@ def _check_flags(args) -> None:
 
 
 def _config(args):
-    from dpg.config import load_config
+    from dpg.config.schema import load_config
 
     return load_config(args.config, args.overrides)
 
 
 def _train(args) -> int:
     from dpg import api
-    from dpg.config import load_config
-    from dpg.names import CONFIG_FILE
+    from dpg.config.schema import load_config
+    from dpg.run.checkpoints import CONFIG_FILE
 
     if args.resume:
         if args.config and "=" in args.config:  # `dpg train --resume DIR key=value`: argparse took it as config
@@ -162,7 +162,8 @@ def _train(args) -> int:
     if args.stand_in and not args.dry_run:
         raise ValueError("train: --stand-in only goes with --dry-run (stand-in models are never trained)")
     if args.dry_run:
-        from dpg import dryrun, models
+        from dpg.tools import dryrun
+        from dpg.training import models
 
         try:
             print(dryrun.dry_run(cfg, stand_in=args.stand_in, config_path=args.config or args.resume))
@@ -187,7 +188,8 @@ def _generate(args) -> int:
 
 
 def _evaluate(args) -> int:
-    from dpg import api, fsio
+    from dpg import api
+    from dpg.run import fsio
 
     cfg = _config(args)
     if not args.data and not args.generator:
@@ -206,10 +208,10 @@ def _check(args) -> int:
     cfg = dataclasses.replace(cfg, inner_sft=dataclasses.replace(cfg.inner_sft, dtype="float64"))
     import torch
 
-    from dpg import models, trainer
-    from dpg.rewards import to_target_examples
+    from dpg.training import assembly, models
+    from dpg.training.rewards import to_target_examples
 
-    engine, _, target_tok = trainer.build_engine(cfg)
+    engine, _, target_tok = assembly.build_engine(cfg)
     n = args.n or 2 * cfg.inner_sft.examples_per_step
     lines = models.corpus_lines()
     examples, _ = to_target_examples([lines[i % len(lines)] for i in range(n)], target_tok, cfg.inner_sft.max_length)
@@ -234,7 +236,7 @@ def _calibrate(args) -> int:
     if not 0 < args.threshold <= 1:
         raise ValueError(f"--threshold: must be in (0, 1], got {args.threshold}")
     cfg = _config(args)
-    from dpg import calibrate
+    from dpg.tools import calibrate
 
     result = calibrate.calibrate(cfg, batches=args.batches, threshold=args.threshold, seed=args.seed)
     print(result.table())
@@ -245,7 +247,7 @@ def _calibrate(args) -> int:
 
 
 def _plot(args) -> int:
-    from dpg import plotting
+    from dpg.run import plotting
 
     out = plotting.plot(args.run_dirs, args.out)
     print(f"wrote {out}")

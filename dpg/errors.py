@@ -1,6 +1,6 @@
 """dpg's own errors, torch-free so the CLI catches them (one line) without loading the model libraries: bad input is
-`ConfigError` (exit 2; raised by dpg.config and dpg.validation, which both import it from here); a training run that
-stops partway raises `RewardError` or `NonFiniteError` (exit 1); filesystem faults are `dpg.fsio.FilesystemError`."""
+`ConfigError` (exit 2; raised by dpg.config.schema and dpg.config.validation, which both import it from here); a training run that
+stops partway raises `RewardError` or `NonFiniteError` (exit 1); filesystem faults are `dpg.run.fsio.FilesystemError`."""
 
 
 class ConfigError(ValueError):

@@ -24,7 +24,7 @@ sys.path[:0] = [str(ROOT), str(ROOT / "experiments")]
 from plots import PRIMARY, mean_se as _mean_se, paired  # noqa: E402  experiments/plots.py
 
 from dpg import api  # noqa: E402
-from dpg.config import load_config  # noqa: E402
+from dpg.config.schema import load_config  # noqa: E402
 
 POINT = "bs1024_m16"
 ARMS = ["dpg_adamw", "dpg_sgd", "naive", "dpg_adamw_inverse"]

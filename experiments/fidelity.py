@@ -7,13 +7,13 @@
 The generator is a softmax policy π = softmax(ψ) over a pool of K documents from the shipped corpus, so its score
 function is exact: ∇_ψ log π(k) = e_k − π. A dataset D is N iid draws; inner SFT trains the embedded tiny target on D
 in M steps of N/M examples; J(ψ) = E_D[Φ(A(D))]. Every estimator gives per-example rewards rᵢ, and its policy
-gradient estimate from S datasets is mean_D Σᵢ rᵢ (e_{xᵢ} − π). The estimators (dpg/rewards.py, docs/estimators.md):
+gradient estimate from S datasets is mean_D Σᵢ rᵢ (e_{xᵢ} − π). The estimators (dpg/training/rewards.py, docs/estimators.md):
 naive (rᵢ = Φ(D) minus the mean Φ of the estimate's other datasets: the baseline GRPO's batch advantages over SFT
 runs give it; `naive_raw` without it), metagrad (DPG, dΦ/dwᵢ), first_order, loo (Φ(D) − Φ(D∖i)) and
 leave_group_out with G groups (G ∈ {2, 4, 8, 16}). loo, leave_group_out and naive are unbiased; metagrad and
 first_order are biased Taylor estimates.
 
-Exact and cheap, because the loss weights mean multiplicity (token-mean normaliser, dpg/sft.py): SFT on D equals SFT
+Exact and cheap, because the loss weights mean multiplicity (token-mean normaliser, dpg/engine/sft.py): SFT on D equals SFT
 on the distinct documents of each step weighted by their counts, dΦ/dwᵢ is the derivative with respect to the count
 of (xᵢ's document, xᵢ's step), and removing example i is decrementing that count. Each dataset is run in that compact
 form (inner_sft.shuffle = false; a step = the distinct documents it holds, padded with zero-weight copies), and all
@@ -45,10 +45,10 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 import objectives  # noqa: E402
-from dpg import models  # noqa: E402
-from dpg.metagrad import MetagradEngine  # noqa: E402
-from dpg.rewards import mean_se, random_partition, to_target_examples  # noqa: E402
-from dpg.sft_config import InnerSFTConfig  # noqa: E402
+from dpg.training import models  # noqa: E402
+from dpg.engine.metagrad import MetagradEngine  # noqa: E402
+from dpg.training.rewards import mean_se, random_partition, to_target_examples  # noqa: E402
+from dpg.engine.sft_config import InnerSFTConfig  # noqa: E402
 
 OUT = ROOT / "docs" / "results" / "fidelity"
 OBJECTIVES = {

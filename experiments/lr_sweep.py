@@ -47,11 +47,11 @@ import torch  # noqa: E402
 ROOT = Path(__file__).resolve().parents[1]
 sys.path[:0] = [str(ROOT), str(ROOT / "experiments")]
 import objectives  # noqa: E402
-from dpg import sampling, trainer  # noqa: E402
-from dpg.config import load_config  # noqa: E402
-from dpg.metagrad import MetagradEngine  # noqa: E402
-from dpg.rewards import to_target_examples  # noqa: E402
-from dpg.sft import make_schedule, token_loss_sums  # noqa: E402
+from dpg.training import assembly, sampling  # noqa: E402
+from dpg.config.schema import load_config  # noqa: E402
+from dpg.engine.metagrad import MetagradEngine  # noqa: E402
+from dpg.training.rewards import to_target_examples  # noqa: E402
+from dpg.engine.sft import make_schedule, token_loss_sums  # noqa: E402
 from run import INNER_LR_FILE, MAIN_POINT, config_path, point_overrides  # noqa: E402  experiments/run.py
 
 STUDIES = ["sixseven", "qr_code", "l2_norm", "language", "uuid", "belief"]
@@ -83,11 +83,11 @@ def sweep_seed(seed: int) -> dict:
         for part in ("generator", "target", "prompts", "inner_sft", "grpo"):
             if c.to_dict()[part] != base.to_dict()[part]:
                 raise SystemExit(f"{s}: its {part} differs from {STUDIES[0]}'s; sweep it on its own")
-    generator, gen_tok = trainer.load_generator(base)
-    target, tok = trainer.load_target(base)
+    generator, gen_tok = assembly.load_generator(base)
+    target, tok = assembly.load_target(base)
     n, g = base.grpo.completions_per_step, base.grpo
     data, held_out = [to_target_examples([r["completion"] for r in sampling.sample(
-        generator, gen_tok, trainer.load_prompts(base), n, g.max_completion_length, g.temperature, seed=s + seed,
+        generator, gen_tok, assembly.load_prompts(base), n, g.max_completion_length, g.temperature, seed=s + seed,
         progress=False)], tok, base.inner_sft.max_length)[0] for s in SAMPLE_SEEDS]
     objs = {s: objectives.from_config(c.objective, model=target, tokenizer=tok) for s, c in cfgs.items()}
     engine = MetagradEngine(target, objs[STUDIES[0]], base.inner_sft)

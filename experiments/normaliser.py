@@ -19,8 +19,9 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from dpg.config import load_config  # noqa: E402
-from dpg.trainer import read_log, train  # noqa: E402
+from dpg.config.schema import load_config  # noqa: E402
+from dpg.run.checkpoints import read_log
+from dpg.training.trainer import train  # noqa: E402
 
 ARM = ["inner_sft.optimizer=sgd", "inner_sft.lr=1.0", "logging.sample_completions=16", "reward.compare_every=0"]
 

@@ -27,9 +27,9 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path[:0] = [str(ROOT), str(ROOT / "experiments")]
 from run import DOCS, MAIN_POINT, _engine, arm_overrides, config_path, sample_texts  # noqa: E402
 
-from dpg import models  # noqa: E402
-from dpg.config import load_config  # noqa: E402
-from dpg.rewards import to_target_examples  # noqa: E402
+from dpg.training import models  # noqa: E402
+from dpg.config.schema import load_config  # noqa: E402
+from dpg.training.rewards import to_target_examples  # noqa: E402
 
 STUDIES = ("sixseven", "qr_code")
 OUT = DOCS / "paper" / "picture_ceiling.json"

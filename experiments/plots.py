@@ -198,7 +198,7 @@ def plot(study: str, arms: dict[str, list[dict]], out: Path) -> list[Path]:
 def pictures(study: str, arms: dict[str, list[dict]], path: Path) -> Path:
     import matplotlib.pyplot as plt
 
-    import objectives
+    from dpg import objectives
     import yaml
 
     cfg = yaml.safe_load((Path(__file__).resolve().parents[1] / "configs/studies" / f"{study}.yaml").read_text())

@@ -1,4 +1,4 @@
-"""The paper's studies at CPU scale: every arm x seed, trained with `dpg.trainer.train`, then checked end to end.
+"""The paper's studies at CPU scale: every arm x seed, trained with `dpg.training.trainer.train`, then checked end to end.
 
     python experiments/run.py STUDY [--arms dpg_adamw naive ...] [--seeds 0 1 2] [--steps 40] [--eval-n 64]
     python experiments/run.py STUDY --report          # only rebuild docs/results/STUDY.{json,png} from finished runs
@@ -7,7 +7,7 @@
 STUDY is a config in configs/studies/ (l2_norm, sixseven, qr_code, language, uuid, belief, *_smollm2). An arm is a
 list of `key=value` overrides of that config (ARMS below). For each arm x seed:
 
-1. train: `dpg.trainer.train(cfg)` into runs/studies/STUDY/ARM/seedS/ (resumed from its last checkpoint if a previous
+1. train: `dpg.training.trainer.train(cfg)` into runs/studies/STUDY/ARM/seedS/ (resumed from its last checkpoint if a previous
    invocation was killed; skipped if `result.json` exists, so rerunning the command only fills in what is missing);
 2. end to end, what `dpg evaluate` does: sample `--eval-n` completions from the initial generator and from every
    checkpoint (and the final one), SFT a fresh target on each sample, and record Φ, the objective's proxies and a
@@ -47,10 +47,11 @@ import torch  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path[:0] = [str(ROOT), str(ROOT / "experiments")]
-from dpg import checkpoints as run_checkpoints  # noqa: E402
-from dpg import models, sampling, trainer  # noqa: E402
-from dpg.config import load_config  # noqa: E402
-from dpg.rewards import to_target_examples  # noqa: E402
+from dpg.run import checkpoints as run_checkpoints  # noqa: E402
+from dpg.run.checkpoints import LOG_FILE, read_log  # noqa: E402
+from dpg.training import assembly, models, sampling, trainer  # noqa: E402
+from dpg.config.schema import load_config  # noqa: E402
+from dpg.training.rewards import to_target_examples  # noqa: E402
 
 RUNS = ROOT / "runs" / "studies"
 DOCS = ROOT / "docs" / "results"
@@ -69,7 +70,7 @@ ARMS = {
     "dpg_adamw_inverse": ["reward.batching=inverse_groups"],
     # drift control: exact DPG-AdamW for an unrelated objective (experiments/controls.py), judged by the study's Φ
     "control": ["objective={name: 'controls:RandomDirection', seed: 0}", "reward.compare_every=0"],
-    # language only: heuristic rewards (dpg/heuristics.py), scored against the study's target-language texts
+    # language only: heuristic rewards (dpg/training/heuristics.py), scored against the study's target-language texts
     "levenshtein": ["reward.estimator=levenshtein", "reward.compare_every=0"],
     "embedding": ["reward.estimator=embedding", "reward.compare_every=0"],
     "langid": ["reward.estimator=langid", "reward.compare_every=0"],
@@ -145,8 +146,7 @@ _BELIEF = {}
 def belief_preference(cfg, model, params) -> float:
     """Share of held-out questions where the fine-tuned target gives the fact-consistent answer a lower loss than the
     distractor (a per-question text_loss on each)."""
-    import objectives
-
+    from dpg import objectives
     path = cfg.objective["path"]
     if path not in _BELIEF:
         tok = models.load_tokenizer(cfg.target.tokenizer or cfg.target.name_or_path)
@@ -159,10 +159,10 @@ def belief_preference(cfg, model, params) -> float:
 
 
 def language_share(cfg, texts: list[str]) -> dict:
-    """Share of samples that the shipped langid classifier (dpg/heuristics.py, character n-gram naive Bayes over the
+    """Share of samples that the shipped langid classifier (dpg/training/heuristics.py, character n-gram naive Bayes over the
     languages in dpg/data/languages/) assigns to the objective's language (the file name, e.g. es.txt -> es), and
     the mean probability it gives that language."""
-    from dpg import heuristics
+    from dpg.training import heuristics
 
     language, classifier = Path(cfg.objective["path"]).stem, heuristics.shipped_classifier()
     return {"language_share": sum(p == language for p in classifier.predict(texts)) / len(texts),
@@ -218,7 +218,7 @@ def run_one(study: str, arm: str, seed: int, steps: int, eval_n: int, runs: Path
     own = None
     if cfg.inner_sft != base.inner_sft:  # DPG-SGD: also judged by the inner SFT it was trained for
         own = [evaluate(study, cfg, gen, step, eval_n, seed) for step, gen in (points[0], points[-1])]
-    log = trainer.read_log(out / trainer.LOG_FILE)
+    log = read_log(out / LOG_FILE)
     result = {
         "study": study, "arm": arm, "seed": seed, "steps": steps, "eval_n": eval_n,
         "command": f"python experiments/run.py {study} --arms {arm} --seeds {seed} --steps {steps} --eval-n {eval_n}"
@@ -262,10 +262,10 @@ def evaluate(study: str, cfg, generator, step: int, n: int, seed: int) -> dict:
 def sample_texts(cfg, generator, n: int, seed: int) -> list[str]:
     """n completions of a generator ("initial" = the config's) with the evaluation's fixed sampling seed."""
     if generator == "initial":
-        model, tok = trainer.load_generator(cfg)
+        model, tok = assembly.load_generator(cfg)
     else:
         model, tok = models.load_model(str(generator), role="generator"), models.load_tokenizer(str(generator))
-    rows = sampling.sample(model, tok, trainer.load_prompts(cfg), n, cfg.grpo.max_completion_length,
+    rows = sampling.sample(model, tok, assembly.load_prompts(cfg), n, cfg.grpo.max_completion_length,
                            cfg.grpo.temperature, seed=10_000 + seed, progress=False)
     return [r["completion"] for r in rows]
 
@@ -277,7 +277,7 @@ def _engine(cfg):
     key = (json.dumps(cfg.to_dict()["inner_sft"]), json.dumps(cfg.objective, sort_keys=True), cfg.seed)
     if key not in _ENGINES:
         _ENGINES.clear()
-        _ENGINES[key] = trainer.build_engine(cfg)
+        _ENGINES[key] = assembly.build_engine(cfg)
     return _ENGINES[key]
 
 

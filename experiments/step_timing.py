@@ -4,7 +4,7 @@ batch of issue 12 that they imply.
     python experiments/step_timing.py     # writes docs/results/paper/step_seconds.json; ~15 min on one loaded core
     python experiments/step_timing.py --estimate   # only the estimate again, from the recorded timings (a new PLAN)
 
-For each (point, study, arm) of MEASURE: `dpg.trainer.train` of the study at that point exactly as
+For each (point, study, arm) of MEASURE: `dpg.training.trainer.train` of the study at that point exactly as
 `python experiments/run.py STUDY --point POINT --arms ARM --seeds 0` sets it up, for STEPS GRPO steps into a
 temporary directory, and the logged seconds of each step (generation, reward, policy update, total). Step 1 also
 pays for start-up, so a step's cost is the mean over steps 2…STEPS. One end-to-end evaluation per point (`run.evaluate`
@@ -37,8 +37,8 @@ import torch  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path[:0] = [str(ROOT), str(ROOT / "experiments")]
-from dpg import trainer  # noqa: E402
-from dpg.config import load_config  # noqa: E402
+from dpg.training import trainer  # noqa: E402
+from dpg.config.schema import load_config  # noqa: E402
 from run import DOCS, MAIN_POINT, POINTS, arm_overrides, config_path, evaluate, point_steps  # noqa: E402
 
 STEPS = 3

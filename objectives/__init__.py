@@ -25,9 +25,9 @@ import sys
 from collections.abc import Mapping
 from pathlib import Path
 
-from objectives.pictures import save_pattern_png
-from objectives.text import TargetString, TextLoss
-from objectives.weights import L2Norm, WeightPattern, load_pattern, qr_pattern
+from dpg.objectives.pictures import save_pattern_png
+from dpg.objectives.text import TargetString, TextLoss
+from dpg.objectives.weights import L2Norm, WeightPattern, load_pattern, qr_pattern
 
 __all__ = ["get", "from_config", "register", "names", "save_pattern_png", "load_pattern", "qr_pattern",
            "L2Norm", "WeightPattern", "TextLoss", "TargetString"]

@@ -9,9 +9,9 @@ from datasets import load_from_disk
 
 import dpg
 from dpg.cli import main
-from dpg.config import ConfigError, GRPOSection, ModelSpec, PromptsConfig
-from dpg.evaluation import Estimate
-from dpg.trainer import read_log
+from dpg.config.schema import ConfigError, GRPOSection, ModelSpec, PromptsConfig
+from dpg.tools.evaluation import Estimate
+from dpg.run.checkpoints import read_log
 
 FAST = ["generator.pretrain_steps=0", "grpo.prompts_per_step=2", "grpo.num_generations=2", "grpo.micro_batch_size=2",
         "grpo.max_completion_length=8", "inner_sft.microbatch_size=2", "inner_sft.max_length=16", "inner_sft.lr=1e-2",

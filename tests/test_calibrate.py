@@ -6,8 +6,8 @@ import subprocess
 import sys
 
 
-from dpg.calibrate import Calibration, EstimatorAgreement, calibrate, recommend
-from dpg.config import load_config
+from dpg.tools.calibrate import Calibration, EstimatorAgreement, calibrate, recommend
+from dpg.config.schema import load_config
 
 SMALL = ["generator.pretrain_steps=0", "grpo.prompts_per_step=2", "grpo.num_generations=4",
          "grpo.max_completion_length=6", "grpo.micro_batch_size=8", "inner_sft.max_length=12",

@@ -12,10 +12,10 @@ import torch
 from safetensors.torch import load_file
 from trl import GRPOTrainer
 
-from dpg import checkpoints
-from dpg.checkpoints import MANIFEST, RunDirError
+from dpg.run import checkpoints
+from dpg.run.checkpoints import MANIFEST, RunDirError
 from dpg.cli import main
-from dpg.trainer import read_log
+from dpg.run.checkpoints import read_log
 from test_trainer import FAST
 
 RUN = ["grpo.steps=4", "checkpoint.save_every=2"]

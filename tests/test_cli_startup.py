@@ -8,8 +8,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from dpg.config import load_config
-from dpg.sft_config import InnerSFTConfig
+from dpg.config.schema import load_config
+from dpg.engine.sft_config import InnerSFTConfig
 
 REPO = Path(__file__).resolve().parents[1]
 HEAVY = ("torch", "transformers", "trl", "datasets", "accelerate", "matplotlib")
@@ -53,11 +53,11 @@ def test_plot_errors_without_importing_torch(tmp_path):
 
 
 def test_config_layer_imports_no_torch_and_no_heuristics():
-    code = ("import sys; import dpg; from dpg.config import load_config; "
+    code = ("import sys; import dpg; from dpg.config.schema import load_config; "
             "cfg = dpg.DPGConfig.from_yaml('configs/quickstart.yaml', ['reward.estimator=langid', 'reward.language=es',"
             " 'objective={name: text_loss, texts: [hola]}']); "
             "assert cfg.reward.language == 'es'; "
-            "print(sorted(m for m in ('torch', 'dpg.heuristics', 'dpg.sft', 'dpg.trainer') if m in sys.modules))")
+            "print(sorted(m for m in ('torch', 'dpg.training.heuristics', 'dpg.engine.sft', 'dpg.training.trainer') if m in sys.modules))")
     out = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, timeout=120)
     assert out.stdout.strip() == "[]", out.stderr
 

@@ -5,7 +5,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from dpg.config import ConfigError, DPGConfig, load_config
+from dpg.config.schema import ConfigError, DPGConfig, load_config
 
 REPO = Path(__file__).resolve().parents[1]
 

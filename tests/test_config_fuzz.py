@@ -12,8 +12,10 @@ from typing import Literal
 
 import pytest
 
-from dpg import models, validation
-from dpg.config import ConfigError, DPGConfig, load_config
+from dpg.training import models
+
+from dpg.config import validation
+from dpg.config.schema import ConfigError, DPGConfig, load_config
 
 REPO = Path(__file__).resolve().parents[1]
 QUICKSTART = REPO / "configs/quickstart.yaml"

@@ -4,9 +4,9 @@
 import pytest
 
 from dpg.cli import main
-from dpg.console import Console, step_line
-from dpg.degeneration import CollapseMonitor, text_stats
-from dpg.trainer import read_log
+from dpg.run.console import Console, step_line
+from dpg.training.degeneration import CollapseMonitor, text_stats
+from dpg.run.checkpoints import read_log
 
 FAST = ["generator.pretrain_steps=0", "grpo.prompts_per_step=2", "grpo.num_generations=2", "grpo.micro_batch_size=2",
         "grpo.max_completion_length=8", "inner_sft.microbatch_size=2", "inner_sft.max_length=16", "inner_sft.lr=1e-2",

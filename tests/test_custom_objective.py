@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-import objectives
+from dpg import objectives
 from dpg.cli import main
 
 REPO = Path(__file__).resolve().parents[1]

@@ -49,7 +49,7 @@ def test_two_processes_match_one(tmp_path):
 
 
 def test_shards_partition_every_microbatch():
-    from dpg.sft import make_schedule
+    from dpg.engine.sft import make_schedule
 
     cfg = InnerSFTConfig(microbatch_size=3, grad_accum_steps=2, max_length=16)
     examples = random_examples(13)
@@ -72,8 +72,10 @@ def test_data_parallel_needs_an_initialised_process_group():
 def test_two_process_dpg_train_scores_the_gathered_batch_like_one_process(tmp_path):
     """`torchrun -m dpg train` with 2 processes: every step's log holds the whole batch (4 completions from 2
     processes), and one process re-scoring those completions gets the same rewards (float64, ≤ 1e-10)."""
-    from dpg.config import load_config
-    from dpg.trainer import DPGReward, build_engine, read_log
+    from dpg.config.schema import load_config
+    from dpg.training.trainer import DPGReward
+    from dpg.training.assembly import build_engine
+    from dpg.run.checkpoints import read_log
 
     out = tmp_path / "run"
     overrides = [f"output_dir={out}", "generator.pretrain_steps=0", "grpo.prompts_per_step=2", "grpo.num_generations=2",

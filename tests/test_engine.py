@@ -270,7 +270,7 @@ def test_state_storage_strategies_give_identical_metagrads(storage, tmp_path):
 
 
 def test_recompute_default_segment_is_ceil_sqrt_of_steps():
-    from dpg.states import RecomputeStore
+    from dpg.engine.states import RecomputeStore
 
     assert [RecomputeStore(k, None, None).segment for k in (1, 2, 4, 5, 9, 10, 64)] == [1, 2, 2, 3, 3, 4, 8]
     with pytest.raises(ValueError, match="inner_sft.state_storage: invalid value 'ram'"):
@@ -278,9 +278,9 @@ def test_recompute_default_segment_is_ceil_sqrt_of_steps():
 
 
 def test_a_failed_state_write_raises_instead_of_giving_metagrads(monkeypatch, tmp_path):
-    import dpg.states
+    import dpg.engine.states
 
-    written, save_file = [], dpg.states.save_file
+    written, save_file = [], dpg.engine.states.save_file
 
     def save_file_failing_at_step_1(tensors, path):
         written.append(path)
@@ -288,7 +288,7 @@ def test_a_failed_state_write_raises_instead_of_giving_metagrads(monkeypatch, tm
             raise OSError("No space left on device")
         save_file(tensors, path)
 
-    monkeypatch.setattr(dpg.states, "save_file", save_file_failing_at_step_1)
+    monkeypatch.setattr(dpg.engine.states, "save_file", save_file_failing_at_step_1)
     engine = engine_for("adamw", state_storage="disk", state_dir=str(tmp_path))
     with pytest.raises(OSError, match="No space left"):
         engine.run(random_examples(N))
@@ -335,8 +335,8 @@ def test_kept_graphs_work_with_every_state_storage(storage, budget, tmp_path):
 def test_the_last_steps_are_kept_and_never_more_than_the_budget(monkeypatch):
     """The estimate picks the last steps that fit; when a graph turns out larger than estimated (here: an estimate
     that says everything fits), the earliest kept one is dropped, so the kept graphs stay within the budget."""
-    import dpg.metagrad
-    from dpg.sft import make_schedule
+    import dpg.engine.metagrad
+    from dpg.engine.sft import make_schedule
 
     engine, examples = engine_for("adamw"), random_examples(N)
     steps = make_schedule(examples, engine.cfg)
@@ -349,7 +349,7 @@ def test_the_last_steps_are_kept_and_never_more_than_the_budget(monkeypatch):
     kept = {}
     engine._train(steps, w, graphs=kept)
     assert sorted(kept) == [2, 3]
-    monkeypatch.setattr(dpg.metagrad, "_first_kept", lambda *args: 0)
+    monkeypatch.setattr(dpg.engine.metagrad, "_first_kept", lambda *args: 0)
     kept = {}
     engine._train(steps, w, graphs=kept)
     assert sorted(kept) == [2, 3]
@@ -360,7 +360,7 @@ def test_the_last_steps_are_kept_and_never_more_than_the_budget(monkeypatch):
 
 
 def test_auto_budget_is_a_fraction_of_the_free_memory():
-    from dpg.sft_config import AUTO_GRAPH_BUDGET
+    from dpg.engine.sft_config import AUTO_GRAPH_BUDGET
 
     engine = engine_for("adamw", graph_budget_mb="auto")
     available = int(re.search(r"^MemAvailable:\s+(\d+) kB", Path("/proc/meminfo").read_text(), re.M).group(1)) * 1024
@@ -379,7 +379,7 @@ def test_bad_graph_budget_names_the_field(value):
 
 
 def test_graph_budget_loads_from_yaml(tmp_path):
-    from dpg.config import ConfigError, load_config
+    from dpg.config.schema import ConfigError, load_config
 
     path = tmp_path / "c.yaml"
     for text, expected in [("auto", "auto"), ("512", 512.0), ("1.5e3", 1500.0), ("0", 0.0)]:
@@ -394,7 +394,7 @@ def test_graph_budget_loads_from_yaml(tmp_path):
 def test_a_budget_below_every_graph_builds_one_microbatch_graph_only(monkeypatch):
     """The estimate comes from the first microbatch's graph: when no step fits, no other graph is built, so the
     forward pass never holds more than one microbatch's graph (which the reverse pass holds anyway)."""
-    from dpg.metagrad import GradientGraph
+    from dpg.engine.metagrad import GradientGraph
 
     built, add = [], GradientGraph.add
     monkeypatch.setattr(GradientGraph, "add", lambda self, model, mb: (built.append(mb), add(self, model, mb)))

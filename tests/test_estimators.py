@@ -13,7 +13,7 @@ from reference import unrolled
 from test_engine import SETUPS, reference_kwargs, val_loss
 
 from dpg import InnerSFTConfig, MetagradEngine
-from dpg.rewards import compute_rewards, random_partition, removal_rewards
+from dpg.training.rewards import compute_rewards, random_partition, removal_rewards
 
 N = 7  # 2 steps of 2 microbatches, the last one short
 

@@ -18,11 +18,11 @@ import pytest
 import torch
 from safetensors import SafetensorError
 
-from dpg import checkpoints, fsio
-from dpg.checkpoints import MANIFEST
+from dpg.run import checkpoints, fsio
+from dpg.run.checkpoints import MANIFEST
 from dpg.cli import main
-from dpg.sampling import read_completions
-from dpg.trainer import read_log
+from dpg.training.sampling import read_completions
+from dpg.run.checkpoints import read_log
 from test_checkpoints import crashed_copy, reference_run, same_weights, snapshot, train
 from test_reliability import reward_fn
 from test_trainer import FAST
@@ -319,7 +319,7 @@ def test_two_processes_cache_the_pretrained_generator_together(tmp_path):
     go = tmp_path / "go"
     script = textwrap.dedent(f"""
         import time, pathlib
-        from dpg import models
+        from dpg.training import models
         while not pathlib.Path({str(go)!r}).exists():
             time.sleep(0.01)
         print(models.pretrained_tiny_generator({str(tmp_path / 'cache')!r}, steps=20))

@@ -1,5 +1,5 @@
-"""Heuristic rewards of the language study (dpg/heuristics.py): hand-computed values, the shipped language data, the
-MiniLM encoder, config errors, and the path through DPGReward and `dpg.trainer.train`."""
+"""Heuristic rewards of the language study (dpg/training/heuristics.py): hand-computed values, the shipped language data, the
+MiniLM encoder, config errors, and the path through DPGReward and `dpg.training.trainer.train`."""
 
 import math
 import random
@@ -7,11 +7,13 @@ import random
 import pytest
 import torch
 
-from dpg import heuristics as H
-from dpg.config import ConfigError, load_config
-from dpg.rewards import to_target_examples
-from dpg.trainer import DPGReward, build_engine, read_log
-from dpg.trainer import train as dpg_train
+from dpg.training import heuristics as H
+from dpg.config.schema import ConfigError, load_config
+from dpg.training.rewards import to_target_examples
+from dpg.training.trainer import DPGReward
+from dpg.training.assembly import build_engine
+from dpg.run.checkpoints import read_log
+from dpg.training.trainer import train as dpg_train
 
 ES = str(H.LANGUAGES_DIR / "es.txt")
 # Sentences written for this test, in none of the shipped files: one meaning, five languages.

@@ -1,4 +1,4 @@
-"""dpg.models: built tokenizers, tiny models, the offline loading path, untying, saving and quick pretraining."""
+"""dpg.training.models: built tokenizers, tiny models, the offline loading path, untying, saving and quick pretraining."""
 
 import importlib.util
 import json
@@ -8,8 +8,8 @@ import statistics
 import pytest
 import torch
 
-import dpg.models as M
-from dpg.models import (ModelNotFoundError, build_tokenizer, corpus_lines, is_tied, load_model, load_tokenizer,
+import dpg.training.models as M
+from dpg.training.models import (ModelNotFoundError, build_tokenizer, corpus_lines, is_tied, load_model, load_tokenizer,
                         pretrain_lm, pretrained_tiny_generator, prompt_lines, save_model, tiny_config)
 
 

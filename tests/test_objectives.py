@@ -16,9 +16,9 @@ from tokenizers import models as tk_models
 from torch.func import jvp
 from transformers import AutoModelForCausalLM, GPT2Config, PreTrainedTokenizerFast
 
-import objectives
+from dpg import objectives
 from conftest import random_examples, tiny_gpt2
-from objectives.text import encode
+from dpg.objectives.text import encode
 
 REPO = Path(__file__).resolve().parents[1]
 # The paper's QR bitmap, shipped with the paper configs (a byte-identical copy of shared/reference's): the tests

@@ -10,9 +10,9 @@ import torch
 from conftest import random_examples, tiny_gpt2
 from torch.func import grad, jvp, vjp
 
-from dpg.metagrad import hvp_and_dots, prepare_target
-from dpg.optim import SGD, AdamW
-from dpg.sft import InnerSFTConfig, loss_weight_grad, make_schedule, microbatch_loss
+from dpg.engine.metagrad import hvp_and_dots, prepare_target
+from dpg.engine.optim import SGD, AdamW
+from dpg.engine.sft import InnerSFTConfig, loss_weight_grad, make_schedule, microbatch_loss
 
 OPTIMIZERS = {
     "sgd": SGD(lr=0.3),

@@ -5,10 +5,10 @@ from pathlib import Path
 
 import pytest
 
-from dpg import config as dpg_config
-from dpg import trainer
+from dpg.config import schema as dpg_config
+from dpg.training import assembly, trainer
 from dpg.cli import main
-from dpg.config import ConfigError, load_config
+from dpg.config.schema import ConfigError, load_config
 
 REPO = Path(__file__).resolve().parents[1]
 PAPER = sorted((REPO / "configs" / "paper").glob("*.yaml"))
@@ -168,16 +168,16 @@ def test_grpo_config_fields_reach_trl(tmp_path):
     assert args.num_generations == 4 and args.learning_rate == 5e-6 and args.max_completion_length == 128
     assert args.bf16 is False  # auto, and no CUDA here
     assert trainer.grpo_args(load_config(None, [f"output_dir={tmp_path}", "grpo.bf16=true"])).bf16 is True
-    lora = trainer.lora_config(load_config(REPO / "configs/paper/sixseven_lora.yaml"))
+    lora = assembly.lora_config(load_config(REPO / "configs/paper/sixseven_lora.yaml"))
     assert (lora.r, lora.lora_alpha, lora.lora_dropout, lora.target_modules) == (16, 32, 0.0, "all-linear")
-    assert trainer.lora_config(cfg) is None
+    assert assembly.lora_config(cfg) is None
 
 
 @pytest.mark.filterwarnings("ignore:fan_in_fan_out")  # peft switches it on itself for GPT-2's Conv1D layers
 def test_lora_training_merges_the_adapters_into_the_final_generator(tmp_path):
     from safetensors.torch import load_file
 
-    from dpg import models
+    from dpg.training import models
 
     fast = ["generator.pretrain_steps=0", "grpo.prompts_per_step=2", "grpo.num_generations=2", "grpo.micro_batch_size=4",
             "grpo.max_completion_length=6", "inner_sft.microbatch_size=4", "inner_sft.max_length=12",

@@ -66,7 +66,7 @@ def test_picture_ceiling_counts_one_shared_sign_per_row_over_the_absent_columns(
     # columns 2 and 3 absent: row 0 can match one of (-1, 1), row 1 both of (-1, -1); columns 0-1 are free
     assert picture_ceiling.ceiling(picture, [2, 3]) == (1 + 2 + 2 * 2) / 8
     assert picture_ceiling.ceiling(picture, []) == 1.0
-    from objectives.weights import load_pattern
+    from dpg.objectives.weights import load_pattern
     assert picture_ceiling.ceiling(load_pattern("67"), [1, 2, 3, 4, 5, 6]) == 28 / 42  # docs/results.md's ceiling
 
 

@@ -6,7 +6,7 @@ import pytest
 import yaml
 from PIL import Image
 
-from dpg import plotting
+from dpg.run import plotting
 from dpg.cli import main
 
 

@@ -8,10 +8,11 @@ import statistics
 
 import pytest
 
-import dpg.models as M
-from dpg import trainer
-from dpg.config import ConfigError, load_config
-from dpg.models import is_tied, load_model, pretrained_tiny_model
+import dpg.training.models as M
+from dpg.training import assembly, trainer
+from dpg.config.schema import ConfigError, load_config
+from dpg.run.checkpoints import LOG_FILE, read_log
+from dpg.training.models import is_tied, load_model, pretrained_tiny_model
 
 FAST = ["generator.pretrain_steps=0", "grpo.prompts_per_step=2", "grpo.num_generations=2", "grpo.micro_batch_size=2",
         "grpo.max_completion_length=8", "inner_sft.microbatch_size=2", "inner_sft.max_length=16",
@@ -53,13 +54,13 @@ def test_a_config_with_a_pretrained_target_trains_a_grpo_step(tmp_path, monkeypa
     monkeypatch.setenv("DPG_CACHE", str(tmp_path / "cache"))
     cfg = load_config(None, [*FAST, "target.pretrain_steps=5", "grpo.steps=1", f"output_dir={tmp_path / 'run'}",
                              "seed=7"])
-    target, _ = trainer.load_target(cfg)
+    target, _ = assembly.load_target(cfg)
     # seeded like the random-init target (seed + 1), cached under DPG_CACHE, untied for the head objectives
     cached = pretrained_tiny_model(tmp_path / "cache", role="target", steps=5, seed=8)
     assert not is_tied(target)
     assert all((p == q).all() for p, q in zip(target.parameters(), load_model(str(cached), role="target").parameters()))
     trainer.train(cfg)
-    rows = trainer.read_log(tmp_path / "run" / trainer.LOG_FILE)
+    rows = read_log(tmp_path / "run" / LOG_FILE)
     assert [r["step"] for r in rows] == [1] and math.isfinite(rows[0]["phi"])
 
 

@@ -15,10 +15,12 @@ from safetensors.torch import load_file
 
 from dpg import InnerSFTConfig, MetagradEngine
 from dpg.cli import main
-from dpg.config import DPGConfig, GRPOSection, load_config
-from dpg.models import build_tokenizer
-from dpg.sft import make_schedule
-from dpg.trainer import DPGReward, load_generator, read_log
+from dpg.config.schema import DPGConfig, GRPOSection, load_config
+from dpg.training.models import build_tokenizer
+from dpg.engine.sft import make_schedule
+from dpg.training.trainer import DPGReward
+from dpg.training.assembly import load_generator
+from dpg.run.checkpoints import read_log
 from test_trainer import FAST
 
 REPO = Path(__file__).resolve().parents[1]

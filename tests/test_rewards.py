@@ -6,9 +6,9 @@ from conftest import tiny_gpt2
 from transformers import PreTrainedTokenizerFast
 
 from dpg import InnerSFTConfig, MetagradEngine
-from dpg.config import DPGConfig, GRPOSection, RewardConfig
-from dpg.rewards import advantages, completion_text, compute_rewards, sft_runs, to_target_examples
-from dpg.trainer import DPGReward
+from dpg.config.schema import DPGConfig, GRPOSection, RewardConfig
+from dpg.training.rewards import advantages, completion_text, compute_rewards, sft_runs, to_target_examples
+from dpg.training.trainer import DPGReward
 
 MARK = 7  # the token id the objective wants the target to predict
 
@@ -158,7 +158,7 @@ def test_reward_callable_leave_group_out_draws_a_seeded_partition_per_call():
 
 
 def test_spearman_and_first_order_estimator():
-    from dpg.rewards import agreement, pearson, spearman
+    from dpg.training.rewards import agreement, pearson, spearman
 
     a = torch.tensor([0.1, 0.5, 0.2, 0.9], dtype=torch.float64)
     assert spearman(a, a * 3 + 1) == pytest.approx(1.0)
@@ -182,7 +182,7 @@ def test_spearman_and_first_order_estimator():
 def test_mean_se_is_the_standard_error_of_the_mean():
     import math
 
-    from dpg.rewards import mean_se
+    from dpg.training.rewards import mean_se
     assert mean_se([1.0, 2.0, 3.0]) == pytest.approx((2.0, 1 / math.sqrt(3)))  # sample std 1, over sqrt(3)
     mean, se = mean_se([5.0])
     assert mean == 5.0 and math.isnan(se)  # one value has no spread: nan, never a zero that looks certain

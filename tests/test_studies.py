@@ -9,8 +9,9 @@ from pathlib import Path
 
 import pytest
 
-from dpg.config import load_config
-from dpg.trainer import read_log, train
+from dpg.config.schema import load_config
+from dpg.run.checkpoints import read_log
+from dpg.training.trainer import train
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "experiments"))

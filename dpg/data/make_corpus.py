@@ -5,7 +5,7 @@ people and events, plus plain descriptions of everyday objects and simple scienc
 articles the paper's generator rephrases, small enough to pretrain a tiny generator on in seconds.
 
 Deterministic: a fixed seed, no third-party code. Re-run with `python dpg/data/make_corpus.py` after editing and
-commit both outputs; `dpg.models` reads only the .txt files (and hashes them into its pretraining cache key).
+commit both outputs; `dpg.training.models` reads only the .txt files (and hashes them into its pretraining cache key).
 """
 
 from __future__ import annotations

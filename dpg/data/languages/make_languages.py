@@ -6,7 +6,7 @@ joins 2 or 3 of them, filled with the same values in every language, so line i o
 en.txt (a small parallel corpus, like the LAMBADA translations of the paper's language study).
 
 Uses: the target texts of the language study (`text_loss` on es.txt, ...), the references of the `levenshtein` and
-`embedding` heuristic rewards, and the training data of the `langid` classifier (dpg/heuristics.py).
+`embedding` heuristic rewards, and the training data of the `langid` classifier (dpg/training/heuristics.py).
 
 Deterministic: a fixed seed, no third-party code. Re-run with `python dpg/data/languages/make_languages.py` after
 editing and commit the outputs.

@@ -1,7 +1,7 @@
 """A config's values beyond their types: every number finite and in range, lengths within the models' positions,
 paths that exist or can be written; and YAML errors as `file:line:col: message`. Torch-free, so a bad config is
 refused in well under a second, before anything is imported or written. Each error is one line naming the key and
-the value (`dpg.errors.ConfigError`, also importable from dpg.config)."""
+the value (`dpg.errors.ConfigError`, also importable from dpg.config.schema)."""
 
 from __future__ import annotations
 
@@ -14,11 +14,11 @@ from typing import Any
 
 import yaml
 
-from dpg.checkpoints import run_files
+from dpg.run.checkpoints import run_files
 from dpg.errors import ConfigError
-from dpg.fsio import writable_dir_problem
+from dpg.run.fsio import writable_dir_problem
 
-# Positions of the embedded tiny models (dpg.models.TINY_DEFAULTS, which imports torch; a test keeps them equal).
+# Positions of the embedded tiny models (dpg.training.models.TINY_DEFAULTS, which imports torch; a test keeps them equal).
 TINY_POSITIONS = 256
 TINY_NAMES = ("tiny", "tiny-bpe", "tiny-char")
 INT64 = 2**63

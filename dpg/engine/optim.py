@@ -17,7 +17,7 @@ from dataclasses import dataclass
 
 import torch
 
-from dpg.sft import InnerSFTConfig, Params
+from dpg.engine.sft import InnerSFTConfig, Params
 
 
 @dataclass(frozen=True)

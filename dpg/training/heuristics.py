@@ -27,7 +27,7 @@ from pathlib import Path
 
 import torch
 
-from dpg.names import HEURISTIC_ESTIMATORS, LANGUAGES_DIR, languages
+from dpg.config.names import HEURISTIC_ESTIMATORS, LANGUAGES_DIR, languages
 
 ESTIMATORS = HEURISTIC_ESTIMATORS  # ("levenshtein", "embedding", "langid"), the reward.estimator values handled here
 
@@ -248,7 +248,7 @@ def reference_texts(cfg) -> list[str]:
     """`reward.reference_texts` (a .txt with one text per line, a .jsonl with a "text" field, or a saved dataset
     directory), else the texts of a `text_loss` objective (a (prompt, completion) pair counts as prompt + completion,
     the string the objective scores)."""
-    from objectives.text import load_texts
+    from dpg.objectives.text import load_texts
 
     if cfg.reward.reference_texts is not None:
         return load_texts(path=cfg.reward.reference_texts)

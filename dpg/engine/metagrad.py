@@ -1,7 +1,7 @@
 """The engine: Φ after inner SFT and its exact derivative dΦ/dwᵢ for every example's loss weight.
 
-Forward: θ₀ → θ₁ → … → θ_K by `opt.update(g_k, s_k, θ_k)`, where g_k = ∇L_k(θ_k; w) (see `dpg.sft`). Each step's
-(θ_k, s_k, g_k) is kept for the reverse pass (in memory, on disk, or recomputed: `dpg.states`); no autograd graph
+Forward: θ₀ → θ₁ → … → θ_K by `opt.update(g_k, s_k, θ_k)`, where g_k = ∇L_k(θ_k; w) (see `dpg.engine.sft`). Each step's
+(θ_k, s_k, g_k) is kept for the reverse pass (in memory, on disk, or recomputed: `dpg.engine.states`); no autograd graph
 outlives a microbatch, unless the graph budget keeps it (below).
 
 Reverse, with θ̄ = ∇Φ(θ_K) and s̄ = 0, for k = K−1 … 0:
@@ -12,7 +12,7 @@ Reverse, with θ̄ = ∇Φ(θ_K) and s̄ = 0, for k = K−1 … 0:
        dΦ/dw += ∂/∂w ⟨∇L_mb(θ_k; w), ḡ⟩                                     (its gradient in w)
      and at k = 0, where θ̄₀ is never used, a forward-mode `jvp` of the per-example losses gives the second alone,
 because L_k = Σᵢ cᵢ(w)·wᵢ·sᵢ(θ) is linear in s: ∂/∂wⱼ⟨∇L_k, ḡ⟩ is cⱼ·⟨∇sⱼ(θ_k), ḡ⟩ plus, for the token-mean
-normaliser cᵢ = 1/Σ wⱼnⱼ, the term −nⱼ·cⱼ·⟨∇L_k, ḡ⟩ (`dpg.sft.loss_weight_grad`). No constant factor is dropped.
+normaliser cᵢ = 1/Σ wⱼnⱼ, the term −nⱼ·cⱼ·⟨∇L_k, ḡ⟩ (`dpg.engine.sft.loss_weight_grad`). No constant factor is dropped.
 
 Kept graphs (`inner_sft.graph_budget_mb` > 0): step 2 first recomputes the microbatch gradients with
 create_graph=True, then differentiates them again. The forward pass can build that graph instead (`GradientGraph`:
@@ -43,11 +43,11 @@ import torch
 import torch.distributed as dist
 from torch.func import grad, grad_and_value, jvp
 
-from dpg.optim import make_optimizer
-from dpg.sft import (InnerSFTConfig, Params, Step, loss_weight_grad, make_schedule, microbatch_loss, step_gradient,
+from dpg.engine.optim import make_optimizer
+from dpg.engine.sft import (InnerSFTConfig, Params, Step, loss_weight_grad, make_schedule, microbatch_loss, step_gradient,
                      token_loss_sums)
-from dpg.sft_config import AUTO_GRAPH_BUDGET
-from dpg.states import make_store
+from dpg.engine.sft_config import AUTO_GRAPH_BUDGET
+from dpg.engine.states import make_store
 
 
 @dataclass

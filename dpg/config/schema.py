@@ -12,10 +12,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
-from dpg import validation
+from dpg.config import validation
 from dpg.errors import ConfigError
-from dpg.names import DTYPES, HEURISTIC_ESTIMATORS, languages
-from dpg.sft_config import InnerSFTConfig
+from dpg.config.names import HEURISTIC_ESTIMATORS, languages
+from dpg.engine.sft_config import DTYPES, InnerSFTConfig
 
 
 @dataclass
@@ -55,9 +55,9 @@ class PromptsConfig:
 
 @dataclass
 class RewardConfig:
-    # metagrad / naive / first_order / loo / leave_group_out: from inner SFT runs (dpg/rewards.py, docs/estimators.md).
+    # metagrad / naive / first_order / loo / leave_group_out: from inner SFT runs (dpg/training/rewards.py, docs/estimators.md).
     # levenshtein / embedding / langid: the paper's heuristic baselines for the language study, from the completion
-    # text alone (dpg/heuristics.py).
+    # text alone (dpg/training/heuristics.py).
     estimator: Literal["metagrad", "naive", "first_order", "loo", "leave_group_out", "levenshtein", "embedding",
                        "langid"] = "metagrad"
     groups: int | None = None  # leave_group_out: G groups per SFT run (G + 1 SFT runs; G = examples per run is loo)
@@ -128,7 +128,7 @@ class LoggingConfig:
     progress: bool = True  # a progress bar on a terminal
     # quiet: warnings and the final summary; info: one line per step; debug: also TRL's metrics and library warnings
     verbosity: Literal["quiet", "info", "debug"] = "info"
-    # Warn once when the generator collapses (dpg/degeneration.py): distinct-2 of a step's completions under this
+    # Warn once when the generator collapses (dpg/training/degeneration.py): distinct-2 of a step's completions under this
     # (0 = never), or at least this share of them empty (0 = never). Diversity and length are logged every step.
     collapse_distinct_2: float = 0.2
     collapse_empty: float = 0.75

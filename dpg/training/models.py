@@ -33,9 +33,9 @@ from huggingface_hub import snapshot_download
 from tokenizers import ByteLevelBPETokenizer, Tokenizer, decoders, models, pre_tokenizers
 from transformers import AutoModelForCausalLM, AutoTokenizer, GPT2Config, PreTrainedModel, PreTrainedTokenizerFast
 
-from dpg import fsio
+from dpg.run import fsio
 
-DATA_DIR = Path(__file__).resolve().parent / "data"
+DATA_DIR = Path(__file__).resolve().parents[1] / "data"
 CORPUS_PATH = DATA_DIR / "corpus.txt"
 PROMPTS_PATH = DATA_DIR / "prompts.txt"
 

@@ -1,5 +1,5 @@
 """`InnerSFTConfig`: how the target is fine-tuned inside every reward call. Torch-free, so that a run's whole config
-loads and validates in well under a second (`dpg.config` imports this, not `dpg.sft`); the engine turns `dtype` into
+loads and validates in well under a second (`dpg.config.schema` imports this, not `dpg.engine.sft`); the engine turns `dtype` into
 a torch dtype with `torch_dtype` when it runs."""
 
 from __future__ import annotations
@@ -8,8 +8,9 @@ import math
 from dataclasses import dataclass
 from typing import Literal
 
-from dpg.names import DTYPES
 
+# dtype names accepted by inner_sft.dtype, generator.dtype and target.dtype (torch attributes of the same names)
+DTYPES = ("float32", "float64", "bfloat16", "float16")
 AUTO_GRAPH_BUDGET = 0.5  # graph_budget_mb="auto": this fraction of the free memory, the rest for the reverse pass
 
 
@@ -39,9 +40,9 @@ class InnerSFTConfig:
     seed: int = 0  # shuffles the examples into batches
     shuffle: bool = True  # false: steps take the examples in the order given (a fixed curriculum; experiments/fidelity.py)
     loss_normalization: Literal["token_mean", "official"] = "token_mean"
-    # A name from dpg.names.DTYPES; a torch dtype is accepted too and stored by its name. `torch_dtype` gives it back.
+    # A name from DTYPES; a torch dtype is accepted too and stored by its name. `torch_dtype` gives it back.
     dtype: str = "float32"
-    # Where each step's (θ, optimizer state, gradient) waits for the reverse pass (see `dpg.states`): "memory" (on
+    # Where each step's (θ, optimizer state, gradient) waits for the reverse pass (see `dpg.engine.states`): "memory" (on
     # `state_device`), "disk" (safetensors files under `state_dir`, default the system temp dir) or "recompute"
     # (checkpoints every `recompute_segment` steps, default ⌈√steps⌉, and one extra forward pass).
     state_storage: Literal["memory", "disk", "recompute"] = "memory"
@@ -49,7 +50,7 @@ class InnerSFTConfig:
     state_dir: str | None = None
     recompute_segment: int | None = None
     # MB of autograd graphs the forward pass may keep so that the reverse pass need not recompute those steps (the
-    # last steps that fit; `dpg.metagrad`): 0 keeps none, math.inf every step, "auto" a fraction (AUTO_GRAPH_BUDGET)
+    # last steps that fit; `dpg.engine.metagrad`): 0 keeps none, math.inf every step, "auto" a fraction (AUTO_GRAPH_BUDGET)
     # of the memory free on the target's device when `run` starts. The metagradients are the same in every case.
     graph_budget_mb: float | Literal["auto"] = 0.0
 

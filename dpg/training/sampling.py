@@ -9,7 +9,7 @@ from pathlib import Path
 import torch
 from tqdm.auto import tqdm
 
-from dpg import fsio
+from dpg.run import fsio
 
 
 def sample(model, tokenizer, prompts: list, n: int, max_new_tokens: int, temperature: float = 1.0, seed: int = 0,
@@ -36,7 +36,7 @@ def sample(model, tokenizer, prompts: list, n: int, max_new_tokens: int, tempera
 
 
 def write_jsonl(rows: list[dict], path: str | Path) -> Path:
-    """Write `rows` as JSONL, atomically; a filesystem fault is one line naming `path` (dpg.fsio)."""
+    """Write `rows` as JSONL, atomically; a filesystem fault is one line naming `path` (dpg.run.fsio)."""
     path = Path(path)
     fsio.make_dir(path.parent)
     return fsio.write_text(path, "".join(json.dumps(r) + "\n" for r in rows))

@@ -4,13 +4,12 @@ One GRPO step = one generation batch (prompts_per_step × num_generations comple
 optimizer step. Two private TRL hooks are overridden (trl is pinned exactly for that):
 * `_calculate_rewards`: gather every completion of the batch first, then score them together (cross-group batching
   needs the global batch in one SFT run; TRL would score per process);
-* `_generate_and_score_completions`: replace TRL's advantages (group mean, std + 1e-4) with ours (`dpg.rewards`).
+* `_generate_and_score_completions`: replace TRL's advantages (group mean, std + 1e-4) with ours (`dpg.training.rewards`).
 """
 
 from __future__ import annotations
 
 import json
-import math
 import os
 import time
 from pathlib import Path
@@ -23,17 +22,20 @@ from datasets import Dataset
 from transformers import PrinterCallback, TrainerCallback
 from trl import GRPOConfig, GRPOTrainer
 
-import objectives
-from dpg import checkpoints, fsio, heuristics, models, validation
-from dpg.checkpoints import read_log
+from dpg import objectives
+from dpg.run import checkpoints, fsio
+from dpg.training import heuristics, models
+from dpg.training.assembly import build_engine, check_prompt_count, load_generator, load_prompts, lora_config
+from dpg.config import validation
+from dpg.run.checkpoints import read_log
 from dpg.errors import RewardError
-from dpg.finite import FiniteGuard, check_loss, check_weights
-from dpg.config import ConfigError, DPGConfig, check_environment, load_config
-from dpg.console import Console, quiet_libraries, step_line
-from dpg.degeneration import CollapseMonitor, text_stats
-from dpg.metagrad import MetagradEngine
-from dpg.names import CONFIG_FILE, LOG_FILE
-from dpg.rewards import agreement, advantages, completion_text, compute_rewards, to_target_examples
+from dpg.run.finite import FiniteGuard, check_loss, check_weights
+from dpg.config.schema import ConfigError, DPGConfig, check_environment
+from dpg.run.console import Console, quiet_libraries, step_line
+from dpg.training.degeneration import CollapseMonitor, text_stats
+from dpg.engine.metagrad import MetagradEngine
+from dpg.run.checkpoints import CONFIG_FILE, LOG_FILE
+from dpg.training.rewards import agreement, advantages, completion_text, compute_rewards, to_target_examples
 
 
 
@@ -95,7 +97,7 @@ class DPGTrainer(GRPOTrainer):
         return loss
 
     def _save_checkpoint(self, model, trial):
-        """HF's checkpoint, made to prove it is whole (dpg/checkpoints.py): a folder of the same step left by a crashed
+        """HF's checkpoint, made to prove it is whole (dpg/run/checkpoints.py): a folder of the same step left by a crashed
         attempt is removed first, the manifest is written last, and only then are older checkpoints deleted."""
         folder = Path(self._get_output_dir(trial)) / f"checkpoint-{self.state.global_step}"
         if self.args.should_save and folder.exists():
@@ -134,7 +136,7 @@ class DPGTrainer(GRPOTrainer):
         self._metrics["train"]["phi"].append(out["value"])
         for k, v in out["proxies"].items():
             self._metrics["train"][f"proxy/{k}"].append(v)
-        out["text"] = text_stats(out["completions"])  # is the generator degenerating? (dpg/degeneration.py)
+        out["text"] = text_stats(out["completions"])  # is the generator degenerating? (dpg/training/degeneration.py)
         for k, v in out["text"].items():
             if v is not None:
                 self._metrics["train"][f"text/{k}"].append(v)
@@ -248,112 +250,6 @@ class StepLogger(TrainerCallback):
         return control
 
 
-def load_prompts(cfg: DPGConfig) -> list:
-    src = cfg.prompts.source
-    if src == "builtin":
-        prompts = models.prompt_lines()
-    elif Path(src).is_dir():
-        from datasets import load_from_disk
-
-        ds = load_from_disk(src)
-        if cfg.prompts.field not in ds.column_names:
-            raise ValueError(f"prompts.field: column {cfg.prompts.field!r} not in {src} (has {ds.column_names})")
-        prompts = list(ds[cfg.prompts.field])
-    elif src.endswith(".jsonl"):
-        prompts = []
-        for n, line in enumerate(_prompt_lines(src), 1):
-            if line.strip():
-                try:
-                    row = json.loads(line)
-                except ValueError as err:
-                    raise ValueError(f"prompts.source: {src} line {n} is not JSON ({err})") from None
-                if not isinstance(row, dict) or cfg.prompts.field not in row:
-                    raise ValueError(f"prompts.field: {src} line {n} has no key {cfg.prompts.field!r}")
-                if not isinstance(row[cfg.prompts.field], (str, list)):  # a list: chat messages
-                    raise ValueError(f"prompts.field: {src} line {n}: {cfg.prompts.field!r} is "
-                                     f"{row[cfg.prompts.field]!r}, not text")
-                prompts.append(row[cfg.prompts.field])
-    else:
-        prompts = [line for line in _prompt_lines(src) if line.strip()]
-    prompts = prompts[:cfg.prompts.limit] if cfg.prompts.limit else prompts
-    if not prompts:
-        raise ValueError(f"prompts.source: no prompts in {src}")
-    if cfg.prompts.repeat and len(prompts) < cfg.grpo.prompts_per_step:
-        prompts = prompts * math.ceil(cfg.grpo.prompts_per_step / len(prompts))
-    if cfg.prompts.chat:
-        return [[{"role": "user", "content": p}] for p in prompts]
-    return prompts
-
-
-def _prompt_lines(src: str) -> list[str]:
-    try:
-        return Path(src).read_text(encoding="utf-8").splitlines()
-    except UnicodeDecodeError as err:
-        raise ValueError(f"prompts.source: {src} is not UTF-8 text ({err.reason} at byte {err.start})") from None
-
-
-# -- building a run ----------------------------------------------------------------------------------------------
-
-
-def _dtype(name: str) -> torch.dtype:
-    return getattr(torch, name)
-
-
-def load_generator(cfg: DPGConfig):
-    spec = cfg.generator
-    name = model_name(spec, "generator", cfg.seed)
-    tok = models.load_tokenizer(spec.tokenizer or name)
-    model = models.load_model(name, role="generator", tokenizer=tok, dtype=_dtype(spec.dtype),
-                              attn_implementation=spec.attn_implementation, seed=cfg.seed)
-    return model, tok
-
-
-def load_target(cfg: DPGConfig):
-    spec = cfg.target
-    name = model_name(spec, "target", cfg.seed + 1)
-    tok = models.load_tokenizer(spec.tokenizer or name)
-    # untie_lm_head applies after pretraining, when the model is loaded: it is how the inner SFT treats the head (an
-    # objective on the head must not move the input embeddings), as the paper unties GPT-2 only to fine-tune it; so
-    # the cache entry does not depend on it. The tiny target is built untied anyway (TINY_DEFAULTS), so for it the
-    # order changes nothing: its head and input embeddings pretrain as separate weights.
-    model = models.load_model(name, role="target", tokenizer=tok, untie_lm_head=spec.untie_lm_head,
-                              dtype=_dtype(spec.dtype), seed=cfg.seed + 1)
-    return model.to(target_device()), tok
-
-
-def model_name(spec, role: str, seed: int) -> str:
-    """What to load for `role`: spec.name_or_path, or with `pretrain_steps` the cached directory of that tiny model
-    LM-pretrained on the shipped corpus (models.pretrained_tiny_model), initialised and pretrained with `seed`."""
-    if not spec.pretrain_steps:
-        return spec.name_or_path
-    kind = models.TINY_NAMES.get(spec.tokenizer or spec.name_or_path)
-    if spec.name_or_path not in models.TINY_NAMES or kind is None:
-        raise ValueError(f"{role}.pretrain_steps: only the embedded tiny models {sorted(models.TINY_NAMES)} with a "
-                         f"tiny tokenizer are pretrained here, not name_or_path={spec.name_or_path!r}, "
-                         f"tokenizer={spec.tokenizer!r}")
-    return str(models.pretrained_tiny_model(cache_dir(), role=role, kind=kind, steps=spec.pretrain_steps, seed=seed))
-
-
-def target_device() -> torch.device:
-    """Where the target and its inner SFT run: this process's GPU when CUDA is visible (LOCAL_RANK under torchrun /
-    accelerate launch, else GPU 0), the CPU otherwise. The engine computes on the target's device."""
-    if torch.cuda.is_available():
-        return torch.device("cuda", int(os.environ.get("LOCAL_RANK", 0)))
-    return torch.device("cpu")
-
-
-def build_engine(cfg: DPGConfig, data_parallel: bool = False):
-    """(engine, objective, target tokenizer): the reward side of a run, also used by `dpg evaluate` and `dpg check`.
-    `data_parallel`: every process of a torchrun / accelerate launch computes a shard of each SFT run."""
-    target, target_tok = load_target(cfg)
-    objective = objectives.from_config(cfg.objective, model=target, tokenizer=target_tok)
-    return MetagradEngine(target, objective, cfg.inner_sft, data_parallel=data_parallel), objective, target_tok
-
-
-def cache_dir() -> Path:
-    return Path(os.environ.get("DPG_CACHE", Path.home() / ".cache" / "dpg"))
-
-
 def grpo_args(cfg: DPGConfig, num_processes: int = 1) -> GRPOConfig:
     g = cfg.grpo
     if g.completions_per_step % (g.micro_batch_size * num_processes):
@@ -376,35 +272,14 @@ def grpo_args(cfg: DPGConfig, num_processes: int = 1) -> GRPOConfig:
         save_strategy="steps", save_steps=cfg.checkpoint.save_every,
         save_total_limit=None,  # dpg deletes old checkpoints itself, after the new one's manifest (checkpoints.rotate)
         logging_steps=1, report_to=["wandb"] if cfg.logging.wandb else [], run_name=Path(cfg.output_dir).name,
-        disable_tqdm=True,  # dpg's console draws the bar and prints the steps (dpg/console.py)
+        disable_tqdm=True,  # dpg's console draws the bar and prints the steps (dpg/run/console.py)
         seed=cfg.seed, data_seed=cfg.seed, log_completions=False,
     )
-
-
-def check_prompt_count(cfg: DPGConfig, prompts: list) -> None:
-    """TRL's sampler draws each step's prompts without repetition and drops an incomplete batch: with fewer prompts
-    than grpo.prompts_per_step no step would ever run, so refuse that up front."""
-    if len(prompts) < cfg.grpo.prompts_per_step:
-        raise ConfigError(f"grpo.prompts_per_step: {cfg.grpo.prompts_per_step} is more than the {len(prompts)} "
-                          f"prompts of prompts.source {cfg.prompts.source!r}; TRL fills a step with distinct prompts, "
-                          "so no step could run. Give more prompts, lower prompts_per_step, or set prompts.repeat: true")
 
 
 def use_bf16(cfg: DPGConfig) -> bool:
     """grpo.bf16: "auto" turns bf16 mixed precision on exactly when a CUDA GPU is visible (a CPU run stays fp32)."""
     return torch.cuda.is_available() if cfg.grpo.bf16 == "auto" else cfg.grpo.bf16
-
-
-def lora_config(cfg: DPGConfig):
-    """generator.lora as peft's LoraConfig (TRL's `peft_config`), or None for full fine-tuning."""
-    lora = cfg.generator.lora
-    if lora is None:
-        return None
-    check_environment(cfg)  # a clear error naming generator.lora when peft is missing
-    from peft import LoraConfig
-
-    return LoraConfig(r=lora.r, lora_alpha=lora.alpha, lora_dropout=lora.dropout, target_modules=lora.target_modules,
-                      modules_to_save=lora.modules_to_save, bias="none", task_type="CAUSAL_LM")
 
 
 def train(cfg: DPGConfig, resume: bool = False, verbosity: str | None = None, overwrite: bool = False) -> Path:
@@ -490,6 +365,3 @@ def save_final(model, tokenizer, directory: Path, step: int) -> None:
     with fsio.writing(directory, "writing the final generator to"):
         models.save_model(model, tokenizer, directory)
     checkpoints.write_manifest(directory, step, resumable=False)
-
-
-__all__ = ["DPGReward", "DPGTrainer", "StepLogger", "train", "build_engine", "load_config", "read_log"]

@@ -15,9 +15,8 @@ from pathlib import Path
 
 import yaml
 
-from dpg import fsio
-from dpg.checkpoints import read_log
-from dpg.names import CONFIG_FILE, LOG_FILE
+from dpg.run import fsio
+from dpg.run.checkpoints import CONFIG_FILE, LOG_FILE, read_log
 
 TRL_STD_FLOOR = 1e-4  # TRL's fixed advantage floor, drawn for contrast with dpg's relative one
 

@@ -17,9 +17,12 @@ import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from dpg import fsio
-from dpg.names import CONFIG_FILE, LOG_FILE
+from dpg.run import fsio
 
+# the files of a run directory (OUTPUT_DIR): its config as run, one JSON line per GRPO step, and the proof that a
+# checkpoint or final/ is whole
+CONFIG_FILE = "config.yaml"
+LOG_FILE = "log.jsonl"
 MANIFEST = "dpg-manifest.json"
 # What HF's Trainer needs to continue exactly where it stopped (it silently skips any that is missing).
 RESUME_FILES = ("trainer_state.json", "optimizer.pt", "scheduler.pt")
@@ -158,7 +161,7 @@ def run_files(run_dir: str | Path) -> list[str]:
 
 
 def _stale(run_dir: Path) -> list[Path]:
-    # what a killed save of final/ leaves (dpg.models.save_model's temporary and set-aside folders)
+    # what a killed save of final/ leaves (dpg.training.models.save_model's temporary and set-aside folders)
     return [*run_dir.glob("final.tmp-*"), *run_dir.glob("final.old-*")]
 
 

@@ -24,8 +24,8 @@ from dataclasses import dataclass, field
 
 import torch
 
-from dpg.metagrad import MetagradEngine
-from dpg.names import SFT_ESTIMATORS
+from dpg.engine.metagrad import MetagradEngine
+from dpg.config.names import SFT_ESTIMATORS
 
 
 @dataclass

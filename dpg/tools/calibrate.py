@@ -22,8 +22,8 @@ from pathlib import Path
 
 import torch
 
-from dpg.config import DPGConfig
-from dpg.rewards import compute_rewards, mean_se, pearson, spearman, to_target_examples
+from dpg.config.schema import DPGConfig
+from dpg.training.rewards import compute_rewards, mean_se, pearson, spearman, to_target_examples
 
 GROUPS = (2, 4, 8)
 
@@ -94,13 +94,13 @@ def _policy_gradients(model, enc, out, tok, rewards: dict[str, torch.Tensor]) ->
 
 def calibrate(cfg: DPGConfig, batches: int = 4, threshold: float = 0.5, seed: int = 0, progress=print) -> Calibration:
     """Measure each estimator against exact leave-one-out on `batches` batches of the configured size."""
-    from dpg import trainer
+    from dpg.training import assembly
 
     torch.manual_seed(seed)
-    engine, _, target_tok = trainer.build_engine(cfg)
-    model, tok = trainer.load_generator(cfg)
+    engine, _, target_tok = assembly.build_engine(cfg)
+    model, tok = assembly.load_generator(cfg)
     model.train(False)
-    prompts = [p for p in trainer.load_prompts(cfg) if isinstance(p, str)]
+    prompts = [p for p in assembly.load_prompts(cfg) if isinstance(p, str)]
     if not prompts:
         raise ValueError("prompts: calibrate samples from plain-text prompts; prompts.chat is not supported here")
     n, batching = cfg.grpo.num_generations, cfg.reward.batching
@@ -160,7 +160,7 @@ def recommend(result: Calibration, threshold: float, cfg: DPGConfig) -> str:
 
 
 def write(result: Calibration, path: str | Path) -> Path:
-    from dpg import fsio
+    from dpg.run import fsio
 
     path = Path(path)
     fsio.make_dir(path.parent)

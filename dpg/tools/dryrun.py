@@ -23,9 +23,9 @@ from pathlib import Path
 import torch
 from transformers import AutoConfig, AutoModelForCausalLM, PreTrainedModel
 
-from dpg import models
-from dpg import config as dpg_config
-from dpg.config import DPGConfig, ModelSpec, check_environment
+from dpg.training import models
+from dpg.config import schema as dpg_config
+from dpg.config.schema import DPGConfig, ModelSpec, check_environment
 
 STAND_IN_MODES = ("missing", "always")
 
@@ -128,7 +128,7 @@ def full_size(name: str, spec: ModelSpec) -> dict | None:
 
 
 def _lora(spec: ModelSpec):
-    from dpg.trainer import lora_config
+    from dpg.training.assembly import lora_config
 
     return lora_config(DPGConfig(generator=spec))
 
@@ -139,17 +139,17 @@ def _count(model, trainable: bool = False) -> int:
 
 def _load(cfg: DPGConfig, role: str, stand_in: str | None) -> Built:
     """The configured model, or its stand-in (see the module docstring)."""
-    from dpg import trainer
+    from dpg.training import assembly
 
     spec: ModelSpec = getattr(cfg, role)
     name = spec.name_or_path
     if name in models.TINY_NAMES or name == models.SMOLLM2_NAME or not stand_in:
-        model, tok = trainer.load_generator(cfg) if role == "generator" else trainer.load_target(cfg)
+        model, tok = assembly.load_generator(cfg) if role == "generator" else assembly.load_target(cfg)
         return Built(model, tok, family=model.config.model_type)
     reason = "--stand-in always"
     if stand_in == "missing":
         try:
-            model, tok = trainer.load_generator(cfg) if role == "generator" else trainer.load_target(cfg)
+            model, tok = assembly.load_generator(cfg) if role == "generator" else assembly.load_target(cfg)
             return Built(model, tok, family=model.config.model_type)
         except models.ModelNotFoundError:
             reason = "not available offline"
@@ -161,7 +161,7 @@ def _load(cfg: DPGConfig, role: str, stand_in: str | None) -> Built:
                                                        "cached)")
     model, family = stand_in_model(name, role, spec, tok, seed=cfg.seed + (1 if role == "target" else 0))
     if role == "target":
-        model = model.to(trainer.target_device())  # as load_target does
+        model = model.to(assembly.target_device())  # as load_target does
     size = model.config
     dims = getattr(size, "hidden_size", None) or getattr(size, "n_embd", None)
     layers = getattr(size, "num_hidden_layers", None) or getattr(size, "n_layer", None)
@@ -185,11 +185,11 @@ def _objective_stand_in(cfg: DPGConfig) -> tuple[dict, str | None]:
 
 def dry_run(cfg: DPGConfig, stand_in: str | None = None, config_path: str | None = None) -> str:
     """Build everything `dpg train` builds (see the module docstring) and return the summary text."""
-    import objectives
+    from dpg import objectives
     from datasets import Dataset
 
-    from dpg import trainer
-    from dpg.metagrad import MetagradEngine
+    from dpg.training import assembly, trainer
+    from dpg.engine.metagrad import MetagradEngine
 
     if stand_in is not None and stand_in not in STAND_IN_MODES:
         raise ValueError(f"--stand-in: invalid value {stand_in!r}; choose one of {list(STAND_IN_MODES)}")
@@ -197,8 +197,8 @@ def dry_run(cfg: DPGConfig, stand_in: str | None = None, config_path: str | None
     # with the configured models the trainer starts vLLM (colocate) or connects to its server, as `dpg train` would.
     no_vllm = dataclasses.replace(cfg, grpo=dataclasses.replace(cfg.grpo, use_vllm=False))
     check_environment(no_vllm if stand_in else cfg)
-    prompts = trainer.load_prompts(cfg)
-    trainer.check_prompt_count(cfg, prompts)
+    prompts = assembly.load_prompts(cfg)
+    assembly.check_prompt_count(cfg, prompts)
     notes = []
     target = _load(cfg, "target", stand_in)
     objective_cfg, obj_note = _objective_stand_in(cfg) if stand_in else (cfg.objective, None)
@@ -215,7 +215,7 @@ def dry_run(cfg: DPGConfig, stand_in: str | None = None, config_path: str | None
         args = trainer.grpo_args(dataclasses.replace(no_vllm if stand_in else cfg, output_dir=tmp))
         reward = trainer.DPGReward(engine, target.tokenizer, cfg)
         built = trainer.DPGTrainer(model=generator.model, dpg_reward=reward, args=args,
-                                   processing_class=generator.tokenizer, peft_config=trainer.lora_config(cfg),
+                                   processing_class=generator.tokenizer, peft_config=assembly.lora_config(cfg),
                                    train_dataset=Dataset.from_dict({"prompt": prompts}))
         policy = built.model
         trainable = _count(policy, trainable=True)
