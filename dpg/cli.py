@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import json
 import math
 import os
@@ -204,32 +203,11 @@ def _evaluate(args) -> int:
 
 
 def _check(args) -> int:
-    cfg = _config(args)
-    cfg = dataclasses.replace(cfg, inner_sft=dataclasses.replace(cfg.inner_sft, dtype="float64"))
-    import torch
+    from dpg import api
 
-    from dpg.training import assembly, models
-    from dpg.training.rewards import to_target_examples
-
-    engine, _, target_tok = assembly.build_engine(cfg)
-    n = args.n or 2 * cfg.inner_sft.examples_per_step
-    lines = models.corpus_lines()
-    examples, _ = to_target_examples([lines[i % len(lines)] for i in range(n)], target_tok, cfg.inner_sft.max_length)
-    res = engine.run(examples)
-    h = args.h if args.h is not None else (1e-4 if cfg.inner_sft.optimizer == "sgd" else 1e-6)
-    worst = 0.0
-    picks = torch.linspace(0, n - 1, min(args.weights, n)).round().long().unique().tolist()
-    print(f"{res.num_steps} inner steps, {n} examples, float64, central differences with h = {h:g}")
-    for i in picks:
-        e = torch.zeros(n, dtype=torch.float64)
-        e[i] = h
-        fd = (engine.value(examples, 1 + e) - engine.value(examples, 1 - e)) / (2 * h)
-        mg = res.metagrads[i].item()
-        rel = abs(mg - fd) / max(abs(fd), abs(mg), 1e-300)
-        worst = max(worst, rel)
-        print(f"  w[{i}]: metagrad {mg:+.10e}  finite difference {fd:+.10e}  relative error {rel:.2e}")
-    print(f"max relative error: {worst:.3e} ({'OK' if worst <= args.tol else 'FAILED'}, tolerance {args.tol:g})")
-    return 0 if worst <= args.tol else 1
+    result = api.check(_config(args), n=args.n, weights=args.weights, h=args.h, tol=args.tol)
+    print(result)
+    return 0 if result.passed else 1
 
 
 def _calibrate(args) -> int:

@@ -71,3 +71,13 @@ def test_inner_sft_dtype_is_a_name_that_accepts_torch_dtypes(tmp_path):
         InnerSFTConfig(dtype=torch.int64)
     cfg = load_config(None, ["inner_sft.dtype=bfloat16"])
     assert cfg.to_dict()["inner_sft"]["dtype"] == "bfloat16" and cfg.inner_sft.torch_dtype is torch.bfloat16
+
+
+def test_only_training_imports_trl():
+    """evaluate, generate, plot, check and calibrate, and the reward and assembly of a run, work without TRL loaded;
+    only the GRPO trainer (dpg.training.trainer: `dpg train` and `--dry-run`) imports it."""
+    code = ("import sys; import dpg.api, dpg.tools.calibrate, dpg.tools.check, dpg.tools.evaluation, "
+            "dpg.training.assembly, dpg.training.batch_reward, dpg.training.callbacks, dpg.training.sampling, "
+            "dpg.run.plotting, dpg.tools.dryrun; print('trl' in sys.modules)")
+    out = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, timeout=120)
+    assert out.stdout.strip() == "False", out.stderr

@@ -73,7 +73,7 @@ def test_two_process_dpg_train_scores_the_gathered_batch_like_one_process(tmp_pa
     """`torchrun -m dpg train` with 2 processes: every step's log holds the whole batch (4 completions from 2
     processes), and one process re-scoring those completions gets the same rewards (float64, ≤ 1e-10)."""
     from dpg.config.schema import load_config
-    from dpg.training.trainer import DPGReward
+    from dpg.training.batch_reward import DPGReward
     from dpg.training.assembly import build_engine
     from dpg.run.checkpoints import read_log
 

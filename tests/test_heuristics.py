@@ -10,7 +10,7 @@ import torch
 from dpg.training import heuristics as H
 from dpg.config.schema import ConfigError, load_config
 from dpg.training.rewards import to_target_examples
-from dpg.training.trainer import DPGReward
+from dpg.training.batch_reward import DPGReward
 from dpg.training.assembly import build_engine
 from dpg.run.checkpoints import read_log
 from dpg.training.trainer import train as dpg_train

@@ -18,7 +18,7 @@ from dpg.cli import main
 from dpg.config.schema import DPGConfig, GRPOSection, load_config
 from dpg.training.models import build_tokenizer
 from dpg.engine.sft import make_schedule
-from dpg.training.trainer import DPGReward
+from dpg.training.batch_reward import DPGReward
 from dpg.training.assembly import load_generator
 from dpg.run.checkpoints import read_log
 from test_trainer import FAST

@@ -8,7 +8,7 @@ from transformers import PreTrainedTokenizerFast
 from dpg import InnerSFTConfig, MetagradEngine
 from dpg.config.schema import DPGConfig, GRPOSection, RewardConfig
 from dpg.training.rewards import advantages, completion_text, compute_rewards, sft_runs, to_target_examples
-from dpg.training.trainer import DPGReward
+from dpg.training.batch_reward import DPGReward
 
 MARK = 7  # the token id the objective wants the target to predict
 

@@ -188,7 +188,8 @@ def dry_run(cfg: DPGConfig, stand_in: str | None = None, config_path: str | None
     from dpg import objectives
     from datasets import Dataset
 
-    from dpg.training import assembly, trainer
+    from dpg.training import assembly, trainer  # TRL: the GRPO trainer is built here, and only here
+    from dpg.training.batch_reward import DPGReward
     from dpg.engine.metagrad import MetagradEngine
 
     if stand_in is not None and stand_in not in STAND_IN_MODES:
@@ -213,7 +214,7 @@ def dry_run(cfg: DPGConfig, stand_in: str | None = None, config_path: str | None
     gen_params = _count(generator.model)
     with tempfile.TemporaryDirectory(prefix="dpg-dry-run-") as tmp:  # the trainer may create its output_dir
         args = trainer.grpo_args(dataclasses.replace(no_vllm if stand_in else cfg, output_dir=tmp))
-        reward = trainer.DPGReward(engine, target.tokenizer, cfg)
+        reward = DPGReward(engine, target.tokenizer, cfg)
         built = trainer.DPGTrainer(model=generator.model, dpg_reward=reward, args=args,
                                    processing_class=generator.tokenizer, peft_config=assembly.lora_config(cfg),
                                    train_dataset=Dataset.from_dict({"prompt": prompts}))

@@ -5,11 +5,12 @@ optimizer step. Two private TRL hooks are overridden (trl is pinned exactly for 
 * `_calculate_rewards`: gather every completion of the batch first, then score them together (cross-group batching
   needs the global batch in one SFT run; TRL would score per process);
 * `_generate_and_score_completions`: replace TRL's advantages (group mean, std + 1e-4) with ours (`dpg.training.rewards`).
+The batch's reward is `dpg.training.batch_reward.DPGReward`; the callbacks beside the trainer (skipping a failed step's
+update, the step log) are in `dpg.training.callbacks`.
 """
 
 from __future__ import annotations
 
-import json
 import os
 import time
 from pathlib import Path
@@ -19,70 +20,20 @@ import yaml
 from accelerate import PartialState
 from accelerate.utils import gather_object
 from datasets import Dataset
-from transformers import PrinterCallback, TrainerCallback
+from transformers import PrinterCallback
 from trl import GRPOConfig, GRPOTrainer
 
-from dpg import objectives
-from dpg.run import checkpoints, fsio
-from dpg.training import heuristics, models
-from dpg.training.assembly import build_engine, check_prompt_count, load_generator, load_prompts, lora_config
 from dpg.config import validation
-from dpg.run.checkpoints import read_log
-from dpg.errors import RewardError
-from dpg.run.finite import FiniteGuard, check_loss, check_weights
 from dpg.config.schema import ConfigError, DPGConfig, check_environment
-from dpg.run.console import Console, quiet_libraries, step_line
-from dpg.training.degeneration import CollapseMonitor, text_stats
-from dpg.engine.metagrad import MetagradEngine
-from dpg.run.checkpoints import CONFIG_FILE, LOG_FILE
-from dpg.training.rewards import agreement, advantages, completion_text, compute_rewards, to_target_examples
-
-
-
-class DPGReward:
-    """Scores a whole generation batch: completions → target examples → SFT run(s) → rewards and advantages."""
-
-    __name__ = "dpg"  # TRL names the reward's metrics after this
-
-    def __init__(self, engine: MetagradEngine, target_tokenizer, cfg: DPGConfig):
-        if target_tokenizer.eos_token_id is None:
-            raise ValueError("target tokenizer: has no eos_token; dpg needs one to end every example")
-        self.engine, self.tokenizer, self.cfg = engine, target_tokenizer, cfg
-        self.last: dict | None = None  # what the trainer and the logger read after each call
-        # Heuristic estimators (levenshtein, embedding, langid): references / encoder / classifier built once, here.
-        self.heuristic = (heuristics.build_scorer(cfg, target_tokenizer)
-                          if cfg.reward.estimator in heuristics.ESTIMATORS else None)
-        # leave_group_out's random partitions: seeded, and drawn from positions only (never from the completions)
-        self.partitions = torch.Generator().manual_seed(cfg.seed)
-
-    def __call__(self, prompts, completions, **_) -> list[float]:
-        return self.score(prompts, completions)["rewards"].tolist()
-
-    def score(self, prompts: list, completions: list, step: int | None = None) -> dict:
-        t0 = time.perf_counter()
-        r = self.cfg.reward
-        n = self.cfg.grpo.num_generations
-        try:
-            texts = [completion_text(c, row=i) for i, c in enumerate(completions)]
-            examples, truncated = to_target_examples(texts, self.tokenizer, self.cfg.inner_sft.max_length)
-            if self.heuristic is not None:  # rewards from the text alone; Φ still logged: one SFT per run, no metagrad
-                out = compute_rewards(self.engine, examples, n, "naive", r.batching)
-                out.rewards = self.heuristic(texts)
-            else:
-                out = compute_rewards(self.engine, examples, n, r.estimator, r.batching, r.groups, self.partitions)
-            adv, info = advantages(out.rewards, n, r.advantages, r.std_eps_rel)
-            k = r.compare_every
-            if k and step is not None and step % k == 0:  # first_order_spearman, loo_pearson, … beside the scaling
-                info.update(agreement(self.engine, examples, out.rewards, n, r.batching, r.compare_loo_max))
-        except Exception as e:  # never turn a failure into a reward: re-raise with where it happened
-            raise RewardError(f"reward computation failed at GRPO step {step} ({len(completions)} completions, objective "
-                               f"{self.cfg.objective.get('name')!r}, estimator {r.estimator}): {e}") from e
-        self.last = {"rewards": out.rewards, "advantages": adv, "value": out.value, "proxies": out.proxies,
-                     "params": out.params,
-                     "info": info, "runs": out.runs, "inner_steps": out.inner_steps, "truncated": truncated,
-                     "prompts": list(prompts),
-                     "completions": texts, "seconds": time.perf_counter() - t0}
-        return self.last
+from dpg.run import checkpoints, fsio
+from dpg.run.checkpoints import CONFIG_FILE, LOG_FILE, read_log
+from dpg.run.console import Console, quiet_libraries
+from dpg.run.finite import FiniteGuard, check_loss, check_weights
+from dpg.training import models
+from dpg.training.assembly import build_engine, check_prompt_count, load_generator, load_prompts, lora_config
+from dpg.training.batch_reward import DPGReward
+from dpg.training.callbacks import SkipFailedStep, StepLogger
+from dpg.training.degeneration import text_stats
 
 
 class DPGTrainer(GRPOTrainer):
@@ -155,99 +106,6 @@ class DPGTrainer(GRPOTrainer):
         batch["advantages"] = adv[start:start + n_local].to(batch["advantages"])
         self.dpg_reward.last["t_start"], self.dpg_reward.last["t_scored"] = t0, time.perf_counter()
         return batch
-
-
-class SkipFailedStep(TrainerCallback):
-    """`reward.on_error: skip_step`: drop the gradients of a step whose rewards failed, so the optimizer skips every
-    parameter (torch's AdamW leaves a parameter without .grad untouched: no momentum drift, no weight decay)."""
-
-    def __init__(self, reward: DPGReward):
-        self.reward = reward
-
-    def on_pre_optimizer_step(self, args, state, control, model=None, **kw):
-        if "failed" in (self.reward.last or {}):
-            for p in model.parameters():
-                p.grad = None
-        return control
-
-
-class StepLogger(TrainerCallback):
-    """One JSONL line per GRPO step (Φ, proxies, reward statistics, completion diversity, timings, sample
-    completions, TRL's metrics), the same step as one console line, a warning when the generator collapses; heatmaps.
-
-    The record is built at the end of the step and written when TRL logs that step's metrics (HF logs right after
-    `on_step_end` and before it saves a checkpoint, so a checkpoint never holds steps the log lacks)."""
-
-    def __init__(self, reward: DPGReward, cfg: DPGConfig, objective, target_model, console: Console):
-        self.reward, self.cfg, self.objective, self.target = reward, cfg, objective, target_model
-        self.path = Path(cfg.output_dir) / LOG_FILE
-        self.console = console
-        self.monitor = CollapseMonitor(cfg.logging.collapse_distinct_2, cfg.logging.collapse_empty)
-        self.pending: dict | None = None  # this step's record, waiting for TRL's metrics
-
-    def on_log(self, args, state, control, logs=None, **kw):
-        if self.pending is not None and self.pending["step"] == state.global_step:
-            self._write({**self.pending, "trl": dict(logs or {})})
-        elif state.is_world_process_zero:  # the end-of-training summary (runtime, samples per second)
-            self.console.debug(f"trl: {logs}")
-        return control
-
-    def on_train_end(self, args, state, control, **kw):
-        if self.pending is not None:  # a step whose metrics TRL did not log (it logs every step: logging_steps=1)
-            self._write(self.pending)
-        return control
-
-    def _write(self, record: dict) -> None:
-        self.pending = None
-        fsio.append_line(self.path, json.dumps(record), "appending step to")
-        self.console.info(step_line(record, self.cfg.grpo.steps))
-        self.console.debug(f"trl: {record.get('trl', {})}")
-        for message in record.get("warnings", []):
-            self.console.warn(message)
-        self.console.advance()
-
-    def on_step_end(self, args, state, control, **kw):
-        if not state.is_world_process_zero:  # every process holds the same batch record; one writes it
-            return control
-        if self.pending is not None:
-            self._write(self.pending)
-        # Timestamps from inside the step: HF may fetch (and so generate) before on_step_begin fires.
-        last = self.reward.last
-        if "failed" in last:
-            self.pending = {"step": state.global_step, "reward_failed": last["failed"]}
-            return control
-        now = time.perf_counter()
-        total = now - last["t_start"]
-        gen_and_score = last["t_scored"] - last["t_start"]
-        r = last["rewards"]
-        record = {
-            "step": state.global_step,
-            "phi": last["value"],
-            "proxies": last["proxies"],
-            "reward": {"mean": r.mean().item(), "std": r.std().item(), "min": r.min().item(), "max": r.max().item()},
-            "advantage_scaling": last["info"],
-            "sft_runs": last["runs"],
-            "inner_steps": last["inner_steps"],  # {"total", "from_kept_graphs"}: inner_sft.graph_budget_mb at work
-            "truncated": last["truncated"],
-            "text": last["text"],
-            "seconds": {"generation": gen_and_score - last["seconds"], "reward": last["seconds"],
-                        "policy_update": total - gen_and_score, "total": total},
-            "samples": [{"prompt": p if isinstance(p, str) else str(p), "completion": c, "reward": float(x)}
-                        for p, c, x in list(zip(last["prompts"], last["completions"], r.tolist()))
-                        [:self.cfg.logging.sample_completions]],
-        }
-        warnings = self.monitor.check(state.global_step, last["text"], last["completions"])
-        if warnings:
-            record["warnings"] = warnings
-        self.pending = record
-        k = self.cfg.logging.heatmap_every
-        if k and hasattr(self.objective, "maps") and state.global_step % k == 0:
-            out = Path(self.cfg.output_dir) / "pictures" / f"step{state.global_step:05d}.png"
-            fsio.make_dir(out.parent)
-            with fsio.writing(out, "saving a heatmap to"):
-                objectives.save_pattern_png(self.objective, self.target, last["params"], out,
-                                            title=f"GRPO step {state.global_step}")
-        return control
 
 
 def grpo_args(cfg: DPGConfig, num_processes: int = 1) -> GRPOConfig:
