@@ -21,7 +21,8 @@ from pathlib import Path
 from dpg.run import checkpoints
 
 from dpg.config import validation
-from dpg.config.schema import DPGConfig, build, validate
+from dpg.config.fields import build
+from dpg.config.schema import DPGConfig, validate
 from dpg.run.console import Console
 from dpg.tools.check import CheckResult
 from dpg.tools.evaluation import Estimate, Evaluation, SourceResult

@@ -47,7 +47,8 @@ sys.path.insert(0, str(ROOT))
 import objectives  # noqa: E402
 from dpg.training import models  # noqa: E402
 from dpg.engine.metagrad import MetagradEngine  # noqa: E402
-from dpg.training.rewards import mean_se, random_partition, to_target_examples  # noqa: E402
+from dpg.stats import mean_se  # noqa: E402
+from dpg.training.rewards import random_partition, to_target_examples  # noqa: E402
 from dpg.engine.sft_config import InnerSFTConfig  # noqa: E402
 
 OUT = ROOT / "docs" / "results" / "fidelity"

@@ -36,7 +36,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import fidelity as F  # noqa: E402  (the benchmark's setup, estimators and truth: one definition)
-from dpg.training.rewards import mean_se  # noqa: E402
+from dpg.stats import mean_se  # noqa: E402
 
 OUT = F.OUT / "horizon"
 D_MG, D_NAIVE, G_INV, TRUTH_MORE = 128, 1024, 4, 48

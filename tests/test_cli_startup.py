@@ -32,8 +32,10 @@ def probe(argv, cwd=REPO):
 
 
 @pytest.mark.parametrize("argv, message", [
-    (["train", "configs/quickstart.yaml", "grpo.steps=-1"], "dpg train: error: grpo.steps: must be at least 1, got -1"),
-    (["train", "configs/quickstart.yaml", "grpo.stepz=1"], "dpg train: error: unknown key grpo.stepz"),
+    (["train", "configs/quickstart.yaml", "grpo.steps=-1"],
+     "dpg train: error: grpo.steps: must be >= 1 (GRPO steps), got -1"),
+    (["train", "configs/quickstart.yaml", "grpo.stepz=1"],
+     "dpg train: error: unknown key grpo.stepz: did you mean 'grpo.steps'? (known in grpo: "),
     (["generate", "configs/quickstart.yaml", "objective.name=5", "--out", "x.jsonl"],
      "dpg generate: error: objective.name: expected the name of an objective, got 5"),
     (["evaluate", "configs/quickstart.yaml", "reward.estimator=nope", "--generator", "initial"],

@@ -12,9 +12,6 @@ from typing import Literal
 
 import pytest
 
-from dpg.training import models
-
-from dpg.config import validation
 from dpg.config.schema import ConfigError, DPGConfig, load_config
 
 REPO = Path(__file__).resolve().parents[1]
@@ -118,7 +115,8 @@ def test_a_non_utf8_config_names_the_file_line_and_column(tmp_path):
     ("grpo.max_completion_length=256", "grpo.max_completion_length: 256 leaves no room for a prompt in the "
                                        "generator's 256 positions"),
     ("inner_sft.max_length=257", "inner_sft.max_length: 257 is more than the target's 256 positions"),
-    ("seed=4294967296", "seed: must be below 2**32 = 4294967296, got 4294967296"),
+    ("seed=4294967296", "seed: must be in [0, 2**32) (numpy's seed range: HF's set_seed seeds numpy with it), got "
+                        "4294967296"),
     ("generator.pretrain_steps=5", None),  # valid for a tiny generator
     ("generator.name_or_path=gpt2", "generator.pretrain_steps: only the embedded tiny generators"),
     ("inner_sft.state_dir=/no/such/dir", "inner_sft.state_dir: not an existing directory: /no/such/dir"),
@@ -127,6 +125,7 @@ def test_a_non_utf8_config_names_the_file_line_and_column(tmp_path):
     ("generator.attn_implementation=bogus", "generator.attn_implementation: unknown value 'bogus'; choose one of "),
     ("generator.attn_implementation=paged|sdpa", None),
     ("inner_sft.state_device=gpu0", "inner_sft.state_device: not a torch device, got 'gpu0'"),
+    ("objective.weight=.inf", "objective.weight: must be a finite number, got inf"),  # no bound covers objectives
 ])
 def test_values_checked_against_the_models_and_libraries(override, message):
     if message is None:
@@ -137,24 +136,22 @@ def test_values_checked_against_the_models_and_libraries(override, message):
     assert str(err.value).startswith(message)
 
 
-def test_the_tiny_positions_known_without_torch_match_the_models():
-    assert validation.TINY_POSITIONS == models.TINY_DEFAULTS["generator"]["n_positions"] \
-        == models.TINY_DEFAULTS["target"]["n_positions"]
-    assert set(validation.TINY_NAMES) == set(models.TINY_NAMES)
-
-
 def run_dpg(*args, cwd=REPO):
     return subprocess.run([str(DPG), *args], cwd=cwd, capture_output=True, text=True, timeout=300)
 
 
 @pytest.mark.parametrize("args, named", [
-    (["grpo.learning_rate=inf"], "grpo.learning_rate: must be a finite number, got inf"),
-    (["grpo.beta=.nan"], "grpo.beta: must be a finite number, got nan"),
-    (["reward.std_eps_rel=nan"], "reward.std_eps_rel: must be a finite number, got nan"),
+    (["grpo.learning_rate=inf"], "grpo.learning_rate: must be a finite number > 0 (the generator's learning rate), "
+                                 "got inf"),
+    (["grpo.beta=.nan"], "grpo.beta: must be a finite number >= 0 (the KL coefficient, 0 = none as in the paper), "
+                         "got nan"),
+    (["reward.std_eps_rel=nan"], "reward.std_eps_rel: must be a finite number > 0 (the advantages' std floor, relative "
+                                 "to the rewards' spread), got nan"),
     (["grpo.loss_type=bogus"], "grpo.loss_type: invalid value 'bogus'"),
     ([f"seed={10**30}"], f"seed: {10**30} does not fit in 64 bits"),
     (["grpo.max_completion_length=100000"], "grpo.max_completion_length: 100000 leaves no room"),
-    (["inner_sft.weight_decay=inf"], "inner_sft.weight_decay: must be a finite number, got inf"),
+    (["inner_sft.weight_decay=inf"], "inner_sft.weight_decay: must be a finite number >= 0 (AdamW's decoupled weight "
+                                     "decay, 0 = none), got inf"),
 ])
 def test_cli_refuses_bad_values_with_one_line_and_writes_nothing(tmp_path, args, named):
     out = tmp_path / "run"

@@ -92,6 +92,18 @@ def test_tiny_config_defaults_and_overrides():
         tiny_config("critic", 99)
 
 
+def test_tiny_names_build_what_the_config_layer_assumes():
+    """dpg.config checks lengths and tokenizers against the tiny names without torch (dpg.config.names); the models
+    built under those names must have those positions and tokenizers."""
+    from dpg.config.names import TINY_NAMES, TINY_POSITIONS
+    from dpg.config.validation import model_positions
+
+    for name, kind in TINY_NAMES.items():
+        assert load_tokenizer(name).get_vocab() == build_tokenizer(kind).get_vocab()
+        for role in ("generator", "target"):
+            assert load_model(name, role=role).config.n_positions == model_positions(name) == TINY_POSITIONS
+
+
 def test_tiny_models_build_deterministically_without_touching_global_rng():
     state = torch.get_rng_state()
     a = load_model("tiny", role="generator", seed=3)

@@ -12,7 +12,8 @@ from torch.func import grad, jvp, vjp
 
 from dpg.engine.metagrad import hvp_and_dots, prepare_target
 from dpg.engine.optim import SGD, AdamW
-from dpg.engine.sft import InnerSFTConfig, loss_weight_grad, make_schedule, microbatch_loss
+from dpg.engine.sft import loss_weight_grad, make_schedule, microbatch_loss
+from dpg.engine.sft_config import InnerSFTConfig
 
 OPTIMIZERS = {
     "sgd": SGD(lr=0.3),

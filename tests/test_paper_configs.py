@@ -115,16 +115,21 @@ def test_lora_on_any_config_by_override(capsys):
 
 @pytest.mark.parametrize("override, message", [
     ("generator.lora.rank=8", r"unknown key generator.lora.rank \(known in generator.lora: alpha, dropout, "),
-    ("generator.lora.r=0", r"generator.lora.r: must be at least 1, got 0"),
-    ("generator.lora.alpha=-1", r"generator.lora.alpha: must be positive, got -1"),
-    ("generator.lora.dropout=1.5", r"generator.lora.dropout: must be in \[0, 1\), got 1.5"),
+    ("generator.lora.alfa=8", r"unknown key generator.lora.alfa: did you mean 'generator.lora.alpha'\? "),
+    ("generator.lora.r=0", r"generator.lora.r: must be >= 1 \(the rank of the adapters\), got 0"),
+    ("generator.lora.alpha=-1", r"generator.lora.alpha: must be > 0 \(peft's lora_alpha: .*\), got -1"),
+    ("generator.lora.dropout=1.5", r"generator.lora.dropout: must be in \[0, 1\) \(peft's lora_dropout, a probability\), "
+                                   r"got 1.5"),
     ("generator.lora.target_modules=3", r"generator.lora.target_modules: invalid value 3"),
     ("generator.lora.target_modules=[]", r"generator.lora.target_modules: expected module names"),
     ("target.lora={r: 8}", r"target.lora: LoRA applies to the generator only"),
     ("grpo.vllm_mode=remote", r"grpo.vllm_mode: invalid value 'remote'; choose one of \['colocate', 'server'\]"),
-    ("grpo.vllm_gpu_memory_utilization=1.5", r"grpo.vllm_gpu_memory_utilization: must be in \(0, 1\], got 1.5"),
-    ("grpo.vllm_tensor_parallel_size=0", r"grpo.vllm_tensor_parallel_size: must be at least 1, got 0"),
-    ("grpo.vllm_server_port=70000", r"grpo.vllm_server_port: must be a port number"),
+    ("grpo.vllm_gpu_memory_utilization=1.5", r"grpo.vllm_gpu_memory_utilization: must be in \(0, 1\] \(colocate: the "
+                                             r"share of GPU memory vLLM may take\), got 1.5"),
+    ("grpo.vllm_tensor_parallel_size=0", r"grpo.vllm_tensor_parallel_size: must be >= 1 \(colocate: GPUs per vLLM "
+                                         r"model\), got 0"),
+    ("grpo.vllm_server_port=70000", r"grpo.vllm_server_port: must be in \[1, 65535\] \(server: a port number\), "
+                                    r"got 70000"),
     ("grpo.use_vllm=often", r"grpo.use_vllm: expected true or false, got 'often'"),
     ("grpo.bf16=sometimes", r"grpo.bf16: invalid value 'sometimes'"),
     ("grpo.vllm_typo=1", r"unknown key grpo.vllm_typo"),

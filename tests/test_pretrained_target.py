@@ -65,7 +65,7 @@ def test_a_config_with_a_pretrained_target_trains_a_grpo_step(tmp_path, monkeypa
 
 
 @pytest.mark.parametrize("overrides, message", [
-    (["target.pretrain_steps=-1"], "target.pretrain_steps: must be at least 0"),
+    (["target.pretrain_steps=-1"], r"target.pretrain_steps: must be >= 0 \(LM pretraining steps, 0 = none\), got -1"),
     (["target.pretrain_steps=5", "target.name_or_path=gpt2"], "target.pretrain_steps: only the embedded tiny targets"),
     (["target.pretrain_steps=5", "target.tokenizer=gpt2"], "target.tokenizer: a pretrained tiny target uses a tiny"),
 ])

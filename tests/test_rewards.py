@@ -182,7 +182,7 @@ def test_spearman_and_first_order_estimator():
 def test_mean_se_is_the_standard_error_of_the_mean():
     import math
 
-    from dpg.training.rewards import mean_se
+    from dpg.stats import mean_se
     assert mean_se([1.0, 2.0, 3.0]) == pytest.approx((2.0, 1 / math.sqrt(3)))  # sample std 1, over sqrt(3)
     mean, se = mean_se([5.0])
     assert mean == 5.0 and math.isnan(se)  # one value has no spread: nan, never a zero that looks certain

@@ -1,45 +1,34 @@
-"""A config's values beyond their types: every number finite and in range, lengths within the models' positions,
-paths that exist or can be written; and YAML errors as `file:line:col: message`. Torch-free, so a bad config is
-refused in well under a second, before anything is imported or written. Each error is one line naming the key and
-the value (`dpg.errors.ConfigError`, also importable from dpg.config.schema)."""
+"""A config's values beyond their types: every number finite and within the bound declared beside its field
+(`dpg.config.fields.bound`), lengths within the models' positions, names that exist, paths that exist or can be
+written; and YAML errors as `file:line:col: message`. Torch-free, so a bad config is refused in well under a second,
+before anything is imported or written. Each error is one line naming the key and the value
+(`dpg.errors.ConfigError`, also importable from dpg.config.schema)."""
 
 from __future__ import annotations
 
 import dataclasses
+import difflib
 import json
 import math
 import re
+import sys
 from pathlib import Path
 from typing import Any
 
 import yaml
 
-from dpg.run.checkpoints import run_files
+from dpg.config.fields import check_bounds
+from dpg.config.names import OBJECTIVES, TINY_NAMES, TINY_POSITIONS
+from dpg.engine.sft_config import DTYPES
 from dpg.errors import ConfigError
+from dpg.run.checkpoints import run_files
 from dpg.run.fsio import writable_dir_problem
 
-# Positions of the embedded tiny models (dpg.training.models.TINY_DEFAULTS, which imports torch; a test keeps them equal).
-TINY_POSITIONS = 256
-TINY_NAMES = ("tiny", "tiny-bpe", "tiny-char")
 INT64 = 2**63
 # transformers' attention implementations (a kernels-hub repo "org/name" is accepted too) and torch's device strings
 ATTENTION = re.compile(r"(paged\|)?(eager|sdpa|flex_attention|flash_attention_[234])")
 KERNEL_REPO = re.compile(r"[\w.-]+/[\w.-]+(:[\w.-]+)?")
 DEVICE = re.compile(r"(cpu|cuda|mps|xpu|hpu|npu|mtia|meta)(:\d+)?")
-SEED_LIMIT = 2**32  # numpy's seed range, which HF's set_seed feeds it to
-
-# key: (lowest allowed, what it means) for fields whose lower bound config.validate does not already check
-AT_LEAST = {
-    "grpo.beta": (0, "the KL coefficient"),
-    "grpo.epsilon": (0, "the PPO clip range"),
-    "grpo.max_grad_norm": (0, "0 turns clipping off"),
-    "logging.sample_completions": (0, "completions logged per step"),
-    "logging.heatmap_every": (0, "0 = never"),
-    "generator.pretrain_steps": (0, "0 = no pretraining"),
-    "target.pretrain_steps": (0, "0 = no pretraining"),
-    "seed": (0, "a seed"),
-    "inner_sft.seed": (0, "a seed"),
-}
 
 
 def read_yaml(path: Path) -> Any:
@@ -68,18 +57,15 @@ def parse_yaml(text: str, source: str) -> Any:
 
 
 def check_values(cfg) -> None:
-    """Numbers finite and within range, the models' position limits; run before config.validate's cross-checks."""
-    for key, value in _leaves(dataclasses.asdict(cfg)):
-        if isinstance(value, float) and not math.isfinite(value):
-            raise ConfigError(f"{key}: must be a finite number, got {value}")
+    """Each value of a built config on its own; run before config.validate's rules across fields."""
+    leaves = list(_leaves(dataclasses.asdict(cfg)))
+    for key, value in leaves:  # before the bounds, which would call 10**30 merely too large
         if isinstance(value, int) and not isinstance(value, bool) and not -INT64 <= value < INT64:
             raise ConfigError(f"{key}: {value} does not fit in 64 bits")
-    for key, (low, meaning) in AT_LEAST.items():
-        value = _get(cfg, key)
-        if value < low:
-            raise ConfigError(f"{key}: must be at least {low} ({meaning}), got {value}")
-    if cfg.seed >= SEED_LIMIT:
-        raise ConfigError(f"seed: must be below 2**32 = {SEED_LIMIT}, got {cfg.seed}")
+    check_bounds(cfg)
+    for key, value in leaves:  # what no bound covers: the objective's parameters, a graph budget of inf
+        if isinstance(value, float) and not math.isfinite(value):
+            raise ConfigError(f"{key}: must be a finite number, got {value}")
     for role in ("generator", "target"):  # LM pretraining on the shipped corpus builds a tiny model and tokenizer
         spec = getattr(cfg, role)
         if spec.pretrain_steps and spec.name_or_path not in TINY_NAMES:
@@ -91,6 +77,26 @@ def check_values(cfg) -> None:
     for key in ("generator.name_or_path", "target.name_or_path", "prompts.field", "output_dir"):
         if not _get(cfg, key).strip():
             raise ConfigError(f"{key}: must not be empty, got {_get(cfg, key)!r}")
+    for role in ("generator", "target"):
+        dtype = getattr(cfg, role).dtype
+        if dtype not in DTYPES:
+            raise ConfigError(f"{role}.dtype: unknown dtype {dtype!r}; choose one of {sorted(DTYPES)}")
+    lora = cfg.generator.lora
+    if lora is not None and (not lora.target_modules or any(not m for m in lora.target_modules)):
+        raise ConfigError(f"generator.lora.target_modules: expected module names or 'all-linear', got "
+                          f"{lora.target_modules!r}")
+    source = cfg.prompts.source
+    if source != "builtin" and not Path(source).exists():
+        raise ConfigError(f"prompts.source: file or directory not found: {source}")
+    if not isinstance(cfg.objective.get("name"), str):
+        raise ConfigError(f"objective.name: expected the name of an objective, got {cfg.objective.get('name')!r}")
+    name = cfg.objective["name"]
+    # Without ':' it is a built-in, or a name registered from Python, which imported dpg.objectives to register it.
+    known = sys.modules["dpg.objectives"].names() if "dpg.objectives" in sys.modules else sorted(OBJECTIVES)
+    if ":" not in name and name not in known:
+        guess = "".join(f": did you mean {c!r}?" for c in difflib.get_close_matches(name, known, n=1))
+        raise ConfigError(f"objective.name: unknown objective {name!r}{guess} (known: {known}, or "
+                          "'package.module:callable' / 'path/to/file.py:callable' for your own)")
     g = cfg.grpo
     positions = model_positions(cfg.generator.name_or_path)
     if positions is not None and g.max_completion_length >= positions:

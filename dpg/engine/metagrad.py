@@ -44,8 +44,9 @@ import torch.distributed as dist
 from torch.func import grad, grad_and_value, jvp
 
 from dpg.engine.optim import make_optimizer
-from dpg.engine.sft import (InnerSFTConfig, Params, Step, loss_weight_grad, make_schedule, microbatch_loss, step_gradient,
+from dpg.engine.sft import (Params, Step, loss_weight_grad, make_schedule, microbatch_loss, step_gradient,
                      token_loss_sums)
+from dpg.engine.sft_config import InnerSFTConfig
 from dpg.engine.sft_config import AUTO_GRAPH_BUDGET
 from dpg.engine.states import make_store
 

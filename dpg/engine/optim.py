@@ -17,7 +17,8 @@ from dataclasses import dataclass
 
 import torch
 
-from dpg.engine.sft import InnerSFTConfig, Params
+from dpg.engine.sft import Params
+from dpg.engine.sft_config import InnerSFTConfig
 
 
 @dataclass(frozen=True)

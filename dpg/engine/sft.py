@@ -26,7 +26,7 @@ import torch
 import torch.nn.functional as F
 from torch.func import functional_call
 
-from dpg.engine.sft_config import InnerSFTConfig  # noqa: F401  (the recipe; re-exported: dpg.engine.sft is its historical home)
+from dpg.engine.sft_config import InnerSFTConfig
 
 Params = dict[str, torch.Tensor]
 

@@ -4,10 +4,11 @@ a torch dtype with `torch_dtype` when it runs."""
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 from typing import Literal
 
+from dpg.config.fields import bound, check_fields
+from dpg.errors import ConfigError
 
 # dtype names accepted by inner_sft.dtype, generator.dtype and target.dtype (torch attributes of the same names)
 DTYPES = ("float32", "float64", "bfloat16", "float16")
@@ -18,26 +19,28 @@ def dtype_name(dtype) -> str:
     """'float64' for 'float64' or torch.float64 (recognised by its name, so torch need not be imported here)."""
     name = dtype if isinstance(dtype, str) else str(dtype).removeprefix("torch.")
     if name not in DTYPES:
-        raise ValueError(f"inner_sft.dtype: unknown dtype {dtype!r}; choose one of {sorted(DTYPES)}")
+        raise ConfigError(f"inner_sft.dtype: unknown dtype {dtype!r}; choose one of {sorted(DTYPES)}")
     return name
 
 
 @dataclass
 class InnerSFTConfig:
-    """How the target is fine-tuned inside every reward call (the learning algorithm A of the paper)."""
+    """How the target is fine-tuned inside every reward call (the learning algorithm A of the paper). Built in
+    Python or from YAML, every field is checked against its type and its bound (a ConfigError, a ValueError)."""
 
     optimizer: Literal["sgd", "adamw"] = "adamw"
-    lr: float = 1e-3
-    betas: tuple[float, float] = (0.9, 0.95)
-    eps: float = 1e-8
-    eps_root: float = 1e-9  # inside the sqrt: keeps d sqrt(v)/dv finite where v = 0 (unused vocabulary rows)
-    weight_decay: float = 1e-4  # AdamW only, decoupled
-    momentum: float = 0.0  # SGD only
-    microbatch_size: int = 8
-    grad_accum_steps: int = 1
-    epochs: int = 1
-    max_length: int = 128
-    seed: int = 0  # shuffles the examples into batches
+    lr: float = bound(1e-3, "> 0", "the inner learning rate")
+    betas: tuple[float, float] = bound((0.9, 0.95), "[0, 1)", "AdamW's moment decay rates")
+    eps: float = bound(1e-8, ">= 0", "AdamW's denominator floor")
+    # inside the sqrt: keeps d sqrt(v)/dv finite where v = 0 (unused vocabulary rows)
+    eps_root: float = bound(1e-9, ">= 0", "AdamW's floor inside the square root")
+    weight_decay: float = bound(1e-4, ">= 0", "AdamW's decoupled weight decay, 0 = none")
+    momentum: float = bound(0.0, "[0, 1)", "SGD's momentum, 0 = none")
+    microbatch_size: int = bound(8, ">= 1", "examples per forward and backward pass")
+    grad_accum_steps: int = bound(1, ">= 1", "microbatches per inner step")
+    epochs: int = bound(1, ">= 1", "passes over the examples")
+    max_length: int = bound(128, ">= 2", "target tokens per example; a next-token loss needs two")
+    seed: int = bound(0, ">= 0", "the seed that shuffles the examples into batches")
     shuffle: bool = True  # false: steps take the examples in the order given (a fixed curriculum; experiments/fidelity.py)
     loss_normalization: Literal["token_mean", "official"] = "token_mean"
     # A name from DTYPES; a torch dtype is accepted too and stored by its name. `torch_dtype` gives it back.
@@ -48,38 +51,15 @@ class InnerSFTConfig:
     state_storage: Literal["memory", "disk", "recompute"] = "memory"
     state_device: str = "cpu"
     state_dir: str | None = None
-    recompute_segment: int | None = None
+    recompute_segment: int | None = bound(None, ">= 1", "inner steps between checkpoints")
     # MB of autograd graphs the forward pass may keep so that the reverse pass need not recompute those steps (the
     # last steps that fit; `dpg.engine.metagrad`): 0 keeps none, math.inf every step, "auto" a fraction (AUTO_GRAPH_BUDGET)
     # of the memory free on the target's device when `run` starts. The metagradients are the same in every case.
-    graph_budget_mb: float | Literal["auto"] = 0.0
+    graph_budget_mb: float | Literal["auto"] = bound(0.0, "[0, inf]", "MB of autograd graphs kept, 0 = none")
 
     def __post_init__(self):
         self.dtype = dtype_name(self.dtype)
-        self.betas = tuple(float(b) for b in self.betas)
-        checks = {
-            "optimizer": self.optimizer in ("sgd", "adamw"),
-            "loss_normalization": self.loss_normalization in ("token_mean", "official"),
-            "lr": math.isfinite(self.lr) and self.lr > 0,
-            "betas": len(self.betas) == 2 and all(0 <= b < 1 for b in self.betas),
-            "eps": self.eps >= 0,
-            "eps_root": self.eps_root >= 0,
-            "weight_decay": self.weight_decay >= 0,
-            "momentum": 0 <= self.momentum < 1,
-            "microbatch_size": isinstance(self.microbatch_size, int) and self.microbatch_size >= 1,
-            "grad_accum_steps": isinstance(self.grad_accum_steps, int) and self.grad_accum_steps >= 1,
-            "epochs": isinstance(self.epochs, int) and self.epochs >= 1,
-            "max_length": isinstance(self.max_length, int) and self.max_length >= 2,
-            "state_storage": self.state_storage in ("memory", "disk", "recompute"),
-            "recompute_segment": self.recompute_segment is None or (isinstance(self.recompute_segment, int)
-                                                                    and self.recompute_segment >= 1),
-            "graph_budget_mb": self.graph_budget_mb == "auto" or (isinstance(self.graph_budget_mb, (int, float))
-                                                                  and not isinstance(self.graph_budget_mb, bool)
-                                                                  and self.graph_budget_mb >= 0),
-        }
-        for key, ok in checks.items():
-            if not ok:
-                raise ValueError(f"inner_sft.{key}: invalid value {getattr(self, key)!r}")
+        check_fields(self, "inner_sft.")
 
     @property
     def examples_per_step(self) -> int:

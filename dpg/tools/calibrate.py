@@ -23,7 +23,8 @@ from pathlib import Path
 import torch
 
 from dpg.config.schema import DPGConfig
-from dpg.training.rewards import compute_rewards, mean_se, pearson, spearman, to_target_examples
+from dpg.stats import mean_se
+from dpg.training.rewards import compute_rewards, pearson, spearman, to_target_examples
 
 GROUPS = (2, 4, 8)
 

@@ -8,27 +8,24 @@ standard error, which removes the part of the noise the shuffles share.
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass, field
+
+from dpg.stats import mean_se
 
 
 @dataclass
 class Estimate:
-    """A mean over repeats with its standard error (sample std / √R; None for a single repeat: there is none)."""
+    """A mean over repeats with its standard error (`dpg.stats.mean_se`; None for a single repeat: there is none)."""
 
     values: list[float]
 
     @property
     def mean(self) -> float:
-        return sum(self.values) / len(self.values)
+        return mean_se(self.values)[0]
 
     @property
     def se(self) -> float | None:
-        r = len(self.values)
-        if r < 2:
-            return None
-        m = self.mean
-        return math.sqrt(sum((v - m) ** 2 for v in self.values) / (r - 1) / r)
+        return mean_se(self.values)[1] if len(self.values) > 1 else None  # stats' nan for one value: no error bar
 
     def __format__(self, spec: str) -> str:
         spec = spec or ".4g"

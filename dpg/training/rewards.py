@@ -172,12 +172,6 @@ def pearson(a: torch.Tensor, b: torch.Tensor) -> float:
     return (a @ b).item() / denom if denom > 0 else math.nan  # a constant has no correlation
 
 
-def mean_se(xs: list[float]) -> tuple[float, float]:
-    """Mean and standard error of the mean (nan for a single value)."""
-    t = torch.tensor(xs, dtype=torch.float64)
-    return t.mean().item(), (t.std() / math.sqrt(len(t))).item() if len(t) > 1 else math.nan
-
-
 def agreement(engine: MetagradEngine, examples: list[list[int]], rewards: torch.Tensor, num_generations: int,
               batching: str, loo_max_examples: int) -> dict[str, float]:
     """Spearman and Pearson correlation of a run's rewards with `first_order` and, where every SFT run holds at most
