@@ -1,0 +1,301 @@
+"""The held-out-judge replication's tooling (experiments/judges.yaml, experiments/judge.py, experiments/replication.py):
+the judges are the protocol's table, a judge is deterministic and its `train` repeat 0 is the training recipe's SFT,
+the report's statistics follow the pre-registered rule, cells are skipped once done, and a lock keeps a second
+process off a cell."""
+
+import json
+import math
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from dpg import stats
+from experiments import judge as judging
+from experiments import replication
+from experiments.replication import Cell, Settings
+
+ROOT = Path(__file__).resolve().parents[1]
+PROTOCOL = ROOT / "docs" / "protocols" / "replication.md"
+SMALL_TARGET = ("target.pretrain_steps=5",)  # the judges' targets pretrained for 5 steps, not 300
+
+
+def protocol_judges() -> dict[str, dict]:
+    """The protocol's judge table: name -> target, optimizer, lr, steps, examples per step, slice."""
+    rows = {}
+    for line in PROTOCOL.read_text().splitlines():
+        m = re.match(r"\| `(\w+)` \| (.+?) \| (AdamW|SGD) ([\d.e-]+), (\d+) steps of (\d+) \| (\d+)–(\d+) \|", line)
+        if m:
+            name, target, opt, lr, steps, per_step, first, last = m.groups()
+            rows[name] = {"heldout": "900,000 + r" in target, "optimizer": opt.lower(), "lr": float(lr),
+                          "steps": int(steps), "examples_per_step": int(per_step),
+                          "samples": (int(first), int(last) + 1)}
+    return rows
+
+
+def test_judges_are_the_protocols_table():
+    judges, primary = judging.load_judges()
+    table = protocol_judges()
+    assert list(judges) == list(table) and len(judges) == 7
+    for name, j in judges.items():
+        row = table[name]
+        assert (j.optimizer, j.lr, j.steps, j.examples_per_step, j.samples, j.epochs, j.repeats) == (
+            row["optimizer"], row["lr"], row["steps"], row["examples_per_step"], row["samples"], 1, 4), name
+        # the run's target is pretrained with s + 1, a held-out one with 900,000 + r
+        assert [j.target_for(100, r) for r in range(4)] == ([900_000 + r for r in range(4)] if row["heldout"]
+                                                            else [101] * 4), name
+        # repeat r shuffles with 5,000 + r; the train judge with r (its repeat 0 is the earlier batch's judge)
+        assert [dict(j.recipe(r))["seed"] for r in range(4)] == [r + (0 if name == "train" else 5000) for r in range(4)]
+    # the recipe judges on the run's target read disjoint slices, `long` excepted (and its role says so)
+    run_target = [j.samples for j in judges.values() if j.target_seed == (1, "seed") and j.name != "long"]
+    rows = [set(range(*s)) for s in run_target]
+    assert len(rows) == 4 and sum(map(len, rows)) == len(set().union(*rows)) == 1024
+    assert "overlaps" in judges["long"].role
+    # the primary judge by the protocol's rule, as its text states it
+    text = " ".join(PROTOCOL.read_text().split())
+    stated = re.findall(r"\*\*([a-z_0-9, ]+)\*\* — [^`]*?the primary judge is `(\w+)`", text)
+    assert len(stated) == 2
+    assert primary == {study.strip(): name for studies, name in stated for study in studies.split(",")}
+    assert set(primary) == set(replication.STUDIES)
+
+
+def test_a_wrong_judge_is_an_error_naming_it(tmp_path):
+    raw = (ROOT / "experiments" / "judges.yaml").read_text().replace("    steps: 16\n", "    steps: 15\n")
+    (tmp_path / "judges.yaml").write_text(raw)
+    with pytest.raises(ValueError, match="judge long: steps 15, but 1024 samples in steps of 64 for 1 epoch"):
+        judging.load_judges(tmp_path / "judges.yaml")
+
+
+@pytest.fixture
+def texts():
+    lines = (ROOT / "dpg" / "data" / "corpus.txt").read_text().splitlines()
+    return [" ".join(lines[i % len(lines)].split()[: 3 + i % 9]) for i in range(1024)]
+
+
+def test_judge_is_deterministic_and_train_repeat_0_is_the_training_sft(tmp_path, monkeypatch, texts, one_thread):
+    from dpg.config.schema import load_config
+    from dpg.training import assembly
+    from dpg.training.rewards import to_target_examples
+    from experiments import run
+
+    monkeypatch.setenv("DPG_CACHE", str(tmp_path / "cache"))
+    first = judging.judge("l2_norm", 100, texts, "train", SMALL_TARGET)
+    judging._engine.cache_clear()
+    judging._target.cache_clear()
+    again = judging.judge("l2_norm", 100, texts, "train", SMALL_TARGET)
+    assert first == again and len(first["values"]) == 4 and len(set(first["values"])) == 4
+    assert (first["mean"], first["se"]) == pytest.approx(stats.mean_se(first["values"]))
+
+    # repeat 0: the dpg_adamw arm's own inner SFT (target seed s + 1, inner_sft.seed 0) on samples 0-255
+    cfg = load_config(run.config_path("l2_norm"), [*run.arm_overrides("dpg_adamw", "bs256_m4",
+                                                                      ["grpo.beta=0.04", *SMALL_TARGET]), "seed=100"])
+    assert (cfg.inner_sft.lr, cfg.inner_sft.examples_per_step, cfg.inner_sft.seed) == (4.096e-3, 64, 0)
+    engine, _, tok = assembly.build_engine(cfg)
+    examples, _ = to_target_examples(texts[:256], tok, cfg.inner_sft.max_length)
+    assert first["values"][0] == engine.evaluate(examples).value
+
+    # a held-out target: repeat 0 fine-tunes the target pretrained with 900,000 on samples 0-255, shuffle 5,000
+    held = judging.judge("l2_norm", 100, texts, "heldout_target", SMALL_TARGET)
+    cfg = load_config(run.config_path("l2_norm"), [*run.arm_overrides("dpg_adamw", "bs256_m4",
+                                                                      ["grpo.beta=0.04", *SMALL_TARGET]),
+                                                   "seed=899999", "inner_sft.seed=5000"])
+    engine, _, tok = assembly.build_engine(cfg)
+    assert held["values"][0] == engine.evaluate(examples).value
+
+
+def test_judge_refuses_too_few_samples(texts):
+    with pytest.raises(ValueError, match="judge long reads rows 0-1023, the sample set has 1000"):
+        judging.judge("l2_norm", 100, texts[:1000], "long")
+
+
+# -- the report -----------------------------------------------------------------------------------------------------
+
+# D = J(dpg_adamw) − J(naive) per seed under every judge; naive gains 0.5 over the initial generator everywhere
+D = {"uuid": [0.5, 0.6, 0.4, 0.55, 0.45, 0.5, 0.52, 0.48],
+     "belief": [0.2, 0.3, 0.1, 0.25, 0.15, 0.2, 0.22, 0.18],
+     "language": [-0.5, -0.6, -0.4, -0.55, -0.45, -0.5, -0.52, -0.48],
+     "sixseven": [0.1, -0.05, 0.2, 0.0, 0.05, -0.1, 0.15, 0.02],
+     "l2_norm": [0.1, -0.1] * 8,
+     "qr_code": [0.3 + 0.01 * i for i in range(16)]}
+
+
+def write_scores(docs: Path, skip=()):
+    judges, _ = judging.load_judges()
+    for study, ds in D.items():
+        for seed, d in zip(replication.planned_seeds(study), ds):
+            values = {"initial": 0.0, "naive": 0.5, "dpg_adamw": 0.5 + d, "select_4096": 0.5 + d / 2,
+                      "select_40960": 0.6}
+            for name, v in values.items():
+                if (study, name, seed) in skip:
+                    continue
+                path = replication.scores_path(Settings(docs=docs), study, seed, name)
+                path.parent.mkdir(parents=True, exist_ok=True)
+                path.write_text(json.dumps({"study": study, "seed": seed, "set": name, "judges": {
+                    j: {"mean": v, "se": 0.0, "values": [v] * 4} for j in judges}}))
+
+
+def holm_by_hand(ps: list[float]) -> list[float]:
+    order = sorted(range(len(ps)), key=lambda i: ps[i])
+    out, running = [0.0] * len(ps), 0.0
+    for rank, i in enumerate(order):
+        running = max(running, min(1.0, (len(ps) - rank) * ps[i]))
+        out[i] = running
+    return out
+
+
+def test_report_statistics_on_synthetic_scores(tmp_path):
+    write_scores(tmp_path)
+    rep = replication.report(tmp_path)
+    assert not rep["interim"] and all(rep["complete"].values())
+    primary = rep["primary"]
+    ps = [stats.paired([0.5 + d for d in D[s]], [0.5] * len(D[s])).p for s in replication.STUDIES]
+    for study, adjusted in zip(replication.STUDIES, holm_by_hand(ps)):
+        r = primary[study]
+        assert r["n"] == len(D[study]) and r["seeds"] == list(replication.planned_seeds(study))
+        assert r["mean"] == pytest.approx(sum(D[study]) / len(D[study]))
+        assert r["holm_p"] == pytest.approx(adjusted)
+        assert r["effect_in_naive_gains"] == pytest.approx(r["mean"] / 0.5)
+    assert {s: r["decision"] for s, r in primary.items()} == {
+        "uuid": "win", "belief": "win", "language": "loss", "sixseven": "tie", "l2_norm": "tie", "qr_code": "win"}
+    assert (primary["uuid"]["wins"], primary["uuid"]["losses"], primary["uuid"]["sign_p"]) == (8, 0, 2 / 2**8)
+    assert primary["l2_norm"]["sign_p"] == 1.0 and primary["l2_norm"]["p"] == pytest.approx(1.0)
+    # secondary families, each Holm-corrected over the six studies on its own
+    sel = rep["secondary"]["dpg_adamw − select_4096, primary judge"]
+    ps = [stats.paired([0.5 + d for d in D[s]], [0.5 + d / 2 for d in D[s]]).p for s in replication.STUDIES]
+    assert [sel[s]["holm_p"] for s in replication.STUDIES] == pytest.approx(holm_by_hand(ps))
+    assert rep["secondary"]["select_40960 − naive, primary judge"]["uuid"]["mean"] == pytest.approx(0.1)
+    md = (tmp_path / "report.md").read_text()
+    assert "**Final.**" in md and "tie (planned power 0.53, an upper bound)" in md
+    assert (tmp_path / "paired.png").is_file()
+
+
+def test_an_incomplete_batch_gives_an_interim_report_without_decisions(tmp_path):
+    write_scores(tmp_path, skip={("l2_norm", "naive", 115)})
+    rep = replication.report(tmp_path)
+    assert rep["interim"] and not rep["complete"]["l2_norm"] and rep["complete"]["uuid"]
+    assert all("decision" not in r and "holm_p" not in r for r in rep["primary"].values())
+    l2 = rep["primary"]["l2_norm"]
+    assert "mean" not in l2 and l2["differences"] == pytest.approx(D["l2_norm"][:15])  # per-seed values only
+    assert rep["primary"]["uuid"]["mean"] == pytest.approx(0.5)  # a complete study is analysed
+    assert "**Interim.**" in (tmp_path / "report.md").read_text()
+    # a run reported as missing completes the study; its pair is dropped
+    (tmp_path / "missing.json").write_text(json.dumps({"l2_norm/naive/seed115": "crashed, could not be resumed"}))
+    rep = replication.report(tmp_path)
+    assert not rep["interim"] and rep["primary"]["l2_norm"]["n"] == 15 and "decision" in rep["primary"]["l2_norm"]
+
+
+# -- cells ------------------------------------------------------------------------------------------------------------
+
+
+def test_plan_is_seed_major_in_pairs():
+    cells = replication.plan()
+    first = cells[:12]
+    assert [str(c) for c in first[:3]] == ["train l2_norm/dpg_adamw/seed100", "train l2_norm/naive/seed100",
+                                           "sample l2_norm/initial/seed100"]
+    assert {c.seed for c in first} == {100} and [c.stage for c in first].count("judge") == 5
+    train = [c for c in cells if c.stage == "train"]
+    assert len(train) == 2 * (6 * 8 + 2 * 8) and train[-1] == Cell("train", "qr_code", "naive", 115)
+    assert not any(c.seed > 107 and c.study not in ("l2_norm", "qr_code") for c in cells)
+    optional = replication.plan(arms=["dpg_adamw", "naive", "dpg_sgd", "control"], stages=["train"])
+    assert optional.index(Cell("train", "qr_code", "dpg_sgd", 115)) < optional.index(
+        Cell("train", "l2_norm", "control", 100)) and optional[-1].name == "control"
+
+
+def test_a_cell_is_skipped_when_its_result_exists(tmp_path, monkeypatch):
+    s = Settings(runs=tmp_path / "runs", docs=tmp_path / "docs")
+    finished, todo = Cell("train", "uuid", "dpg_adamw", 100), Cell("train", "uuid", "naive", 100)
+    replication.result_path(finished, s).parent.mkdir(parents=True)
+    replication.result_path(finished, s).write_text("{}")
+    ran = []
+
+    def fake_train(cell, s):
+        ran.append(cell)
+        replication.result_path(cell, s).parent.mkdir(parents=True)
+        replication.result_path(cell, s).write_text("{}")
+
+    monkeypatch.setitem(replication.RUNNERS, "train", fake_train)
+    assert replication.status(finished, s) == "done" and replication.status(todo, s) == "to do"
+    assert replication.status(Cell("sample", "uuid", "naive", 100), s) == "waits for its training"
+    assert replication.work([finished, todo], s) == [] and ran == [todo]
+    assert replication.work([finished, todo], s) == [] and ran == [todo]  # both done now: nothing runs
+
+
+def test_a_failed_cell_is_reported_and_the_others_run(tmp_path, monkeypatch):
+    s = Settings(runs=tmp_path / "runs", docs=tmp_path / "docs")
+    bad, good = Cell("train", "uuid", "dpg_adamw", 100), Cell("train", "uuid", "naive", 100)
+
+    def fake_train(cell, s):
+        if cell == bad:
+            raise RuntimeError("boom")
+        replication.result_path(cell, s).parent.mkdir(parents=True)
+        replication.result_path(cell, s).write_text("{}")
+
+    monkeypatch.setitem(replication.RUNNERS, "train", fake_train)
+    assert replication.work([bad, good], s) == [bad]
+    assert not replication.done(bad, s) and replication.done(good, s)
+
+
+def test_the_lock_refuses_a_second_process(tmp_path):
+    path = tmp_path / "locks" / "train.uuid.dpg_adamw.seed100.lock"
+    probe = ("import sys; from pathlib import Path; from experiments.replication import cell_lock\n"
+             f"with cell_lock(Path({str(path)!r})) as got: print(got)")
+
+    def other_process() -> str:
+        return subprocess.run([sys.executable, "-c", probe], cwd=ROOT, capture_output=True, text=True,
+                              check=True).stdout.strip()
+
+    with replication.cell_lock(path) as mine:
+        assert mine
+        assert other_process() == "False"
+    assert other_process() == "True"
+
+
+def test_sample_sets_are_the_same_bytes_every_time(tmp_path):
+    rows = [{"prompt": "Write about rivers:", "completion": f"text {i} ñ"} for i in range(5)]
+    a = replication.write_gzip_jsonl(rows, tmp_path / "a.jsonl.gz")
+    b = replication.write_gzip_jsonl(rows, tmp_path / "b.jsonl.gz")
+    assert a.read_bytes() == b.read_bytes() and judging.read_samples(a) == rows
+
+
+def test_degeneration_counts_the_most_common_completion():
+    d = replication.degeneration(["a b", "a b", "", "c d e"])
+    assert d["most_common"] == 0.5 and d["empty"] == 0.25 and d["mean_words"] == pytest.approx(7 / 4)
+    assert math.isclose(d["distinct_2"], 3 / 4)  # "a b" twice, "c d", "d e"
+
+
+TINY = ("generator.pretrain_steps=5", "target.pretrain_steps=5", "grpo.prompts_per_step=2", "grpo.micro_batch_size=8",
+        "inner_sft.microbatch_size=4")
+
+
+def test_a_two_step_pair_is_trained_sampled_and_selected(tmp_path, monkeypatch, one_thread):
+    """train → sample → select at tiny sizes: the sets, their statistics and compute, the selection's top scores."""
+    monkeypatch.setenv("DPG_CACHE", str(tmp_path / "cache"))
+    s = Settings(steps=2, samples=16, pools={"select_4096": 24, "select_40960": 24}, run_size=8, eval_n=8, extra=TINY,
+                 runs=tmp_path / "runs", docs=tmp_path / "docs")
+    cells = replication.plan(["l2_norm"], [100], ["dpg_adamw", "select_4096"], ["train", "sample", "select"])
+    assert [str(c) for c in cells] == ["train l2_norm/dpg_adamw/seed100", "sample l2_norm/initial/seed100",
+                                       "sample l2_norm/dpg_adamw/seed100", "select l2_norm/select_4096/seed100"]
+    assert replication.work(cells, s) == [] and all(replication.done(c, s) for c in cells)
+
+    stats_ = json.loads(replication.set_stats_path(s, "l2_norm", 100, "dpg_adamw").read_text())
+    assert stats_["sampling_seed"] == 20_100 and stats_["samples"] == 16
+    assert stats_["compute"] | {"wall_seconds": 0} == {"examples_sampled": 2 * 8, "sft_runs": 2,
+                                                       "sft_runs_with_metagradient": 2, "policy_updates": 2,
+                                                       "wall_seconds": 0}
+    assert set(stats_["degeneration"]) >= {"distinct_2", "empty", "most_common", "mean_words"}
+    rows = judging.read_samples(replication.samples_path(s, "l2_norm", 100, "initial"))
+    assert len(rows) == 16 and set(rows[0]) == {"prompt", "completion"}
+
+    # the selection: the 16 best-scored of the 24 pool examples, in a random order drawn with the seed
+    out = replication.run_dir(s, "l2_norm", "select_4096", 100)
+    scores = [json.loads(x)["score"] for x in (out / "scores.jsonl").read_text().splitlines()]
+    pool = judging.read_samples(out / "pool.jsonl.gz")
+    kept = judging.read_samples(replication.samples_path(s, "l2_norm", 100, "select_4096"))
+    best = sorted(range(24), key=lambda i: -scores[i])[:16]
+    assert sorted(map(json.dumps, kept)) == sorted(json.dumps(pool[i]) for i in best)
+    assert kept != [pool[i] for i in sorted(best)]
+    sel = json.loads(replication.set_stats_path(s, "l2_norm", 100, "select_4096").read_text())
+    assert (sel["sampling_seed"], sel["compute"]["sft_runs_with_metagradient"], sel["compute"]["policy_updates"]) == (
+        30_100, 3, 0)
