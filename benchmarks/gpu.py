@@ -6,7 +6,7 @@ soon as it has them (a run stopped early keeps what it finished):
    of 32, accumulated 4 times). Side by side, after one warm-up of each: plain SFT (`MetagradEngine.train`), the
    engine (`MetagradEngine.run`: forward with stored states + reverse pass), the engine keeping steps' graphs in half
    the free GPU memory (`graph_budget_mb: auto`) and the full-unroll autograd reference
-   (`tests/reference.py::unrolled`: it keeps the whole run's graph; where it runs out of memory, that is recorded).
+   (`benchmarks/reference.py::unrolled`: it keeps the whole run's graph; where it runs out of memory, that is recorded).
    Wall seconds (CUDA-synchronised, median of `--repeats`) and peak allocated GPU memory over what was allocated
    before (`torch.cuda.max_memory_allocated`). Also the float32 agreement of the engine with the unroll:
    max |Δ| / max |reference|.
@@ -17,34 +17,29 @@ soon as it has them (a run stopped early keeps what it finished):
    machine), so the generator lacks Llama's 128k-token embedding (263M parameters) and the prompts skip the chat
    template. Per-step seconds of generation, reward (the engine) and policy update, from dpg's training log.
 
-    python benchmarks/gpu.py --out DIR            # on the GPU (~5 min on an H200)
-    python benchmarks/gpu.py --out DIR --quick    # the same code path on CPU with tiny models (~2 min)
+    python -m benchmarks.gpu --out DIR            # on the GPU (~5 min on an H200)
+    python -m benchmarks.gpu --out DIR --quick    # the same code path on CPU with tiny models (~2 min)
 """
 
 from __future__ import annotations
 
+from experiments import env  # noqa: F401  first: the environment before torch and transformers load
+
 import argparse
 import json
 import math
-import os
 import statistics
-import sys
 import tempfile
 import time
 from pathlib import Path
 
-os.environ.setdefault("HF_HUB_OFFLINE", "1")
-os.environ.setdefault("WANDB_MODE", "offline")
-os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+import torch
+from transformers import AutoModelForCausalLM, GPT2Config, LlamaConfig
 
-import torch  # noqa: E402
-from transformers import AutoModelForCausalLM, GPT2Config, LlamaConfig  # noqa: E402
+from benchmarks.metagrad_cost import Bench, Case
+from dpg import MetagradEngine
 
 ROOT = Path(__file__).resolve().parents[1]
-sys.path[:0] = [str(ROOT), str(ROOT / "benchmarks"), str(ROOT / "tests")]
-from metagrad_cost import Bench, Case  # noqa: E402
-
-from dpg import MetagradEngine  # noqa: E402
 
 LLAMA_1B_BODY = dict(hidden_size=2048, intermediate_size=8192, num_hidden_layers=16, num_attention_heads=32,
                      num_key_value_heads=8, head_dim=64, rope_theta=500000.0, tie_word_embeddings=True)
@@ -146,8 +141,9 @@ def save_models(root: Path, quick: bool) -> tuple[Path, Path, int]:
 
 
 def grpo_steps(root: Path, steps: int, quick: bool) -> dict:
-    from dpg.training import trainer
     from dpg.config.schema import load_config
+    from dpg.run.checkpoints import LOG_FILE, read_log
+    from dpg.training import trainer
 
     gen_dir, target_dir, gen_params = save_models(root / "models", quick)
     overrides = [f"generator.name_or_path={gen_dir}", f"target.name_or_path={target_dir}", "prompts.chat=false",
@@ -158,7 +154,7 @@ def grpo_steps(root: Path, steps: int, quick: bool) -> dict:
     cfg = load_config(ROOT / "configs" / "paper" / "l2_norm.yaml", overrides)
     t0 = time.perf_counter()
     trainer.train(cfg)
-    log = trainer.read_log(root / "run" / trainer.LOG_FILE)
+    log = read_log(root / "run" / LOG_FILE)
     parts = ("generation", "reward", "policy_update", "total")
     out = {"config": "configs/paper/l2_norm.yaml", "overrides": overrides, "completions_per_step":
            cfg.grpo.completions_per_step, "wall_seconds": time.perf_counter() - t0,

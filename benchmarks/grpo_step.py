@@ -7,12 +7,14 @@ decoding, tokenizing them for the target), ``reward`` (the engine: inner SFT + e
 ``policy_update`` (TRL's loss, backward and optimizer step) and ``total``, in wall seconds. The first step is reported
 apart (lazy initialisation); medians and shares are over the others.
 
-    python benchmarks/grpo_step.py                     # 10 GRPO steps with 1 and with 2 threads (~4 min, 2 shared cores)
-    python benchmarks/grpo_step.py --steps 4 --threads 1
-    python benchmarks/grpo_step.py --set inner_sft.microbatch_size=4 --config configs/quickstart.yaml
+    python -m benchmarks.grpo_step                   # 10 GRPO steps with 1 and with 2 threads (~4 min, 2 shared cores)
+    python -m benchmarks.grpo_step --steps 4 --threads 1
+    python -m benchmarks.grpo_step --set inner_sft.microbatch_size=4 --config configs/quickstart.yaml
 """
 
 from __future__ import annotations
+
+from experiments import env  # noqa: F401  first: the environment before torch and transformers load
 
 import argparse
 import os
@@ -36,10 +38,9 @@ def run(args, threads: int) -> tuple[list[dict], float]:
         cmd = [sys.executable, "-m", "dpg", "train", args.config, f"grpo.steps={args.steps}", f"output_dir={out}",
                f"checkpoint.save_every={args.steps}", *args.set]
         print(f"OMP_NUM_THREADS={threads} " + " ".join(["dpg", *cmd[3:]]), flush=True)
-        env = dict(os.environ, HF_HUB_OFFLINE="1", WANDB_MODE="offline", TOKENIZERS_PARALLELISM="false",
-                   OMP_NUM_THREADS=str(threads))
+        child_env = dict(os.environ, OMP_NUM_THREADS=str(threads))  # with experiments.env's settings of this process
         t0 = time.perf_counter()
-        proc = subprocess.run(cmd, env=env, capture_output=True, text=True, check=False)
+        proc = subprocess.run(cmd, env=child_env, capture_output=True, text=True, check=False)
         wall = time.perf_counter() - t0
         if proc.returncode != 0:
             sys.exit(f"dpg train failed (exit {proc.returncode}):\n{proc.stderr[-4000:]}")

@@ -6,8 +6,8 @@ step), it measures side by side:
 
 * ``sft``    — plain SFT on the same data: ``MetagradEngine.train(examples)``;
 * ``engine`` — the metagradient engine: ``MetagradEngine.run(examples)`` (forward with stored states + reverse);
-* ``unroll`` — the naive full-unroll autograd metagradient (``tests/reference.py::unrolled``: ``create_graph=True``
-  through every step, the whole graph kept until one final backward);
+* ``unroll`` — the naive full-unroll autograd metagradient (``benchmarks/reference.py::unrolled``:
+  ``create_graph=True`` through every step, the whole graph kept until one final backward);
 * ``engine_half`` / ``engine_all`` — the engine with ``inner_sft.graph_budget_mb`` set to half of what its graphs
   take (measured by an ``engine_all`` run, plus 2 % so that rounding cannot drop a step: K/2 steps are kept) and to
   ``math.inf`` (every step's graph kept: the reverse pass recomputes nothing). The main run measures these beside
@@ -22,14 +22,16 @@ peak RSS of one run (``VmHWM``, reset through ``/proc/self/clear_refs``) minus t
 the engine keeps for its reverse pass, K × (θ, m, v, g) = K × 4 × params × 4 bytes; ``engine − states`` should not
 grow with K.
 
-    python benchmarks/metagrad_cost.py            # full run (~17 min on 2 shared cores)
-    python benchmarks/metagrad_cost.py --quick    # smoke: 1M model, K = 1 and 4, 1 repeat (~2 min)
-    python benchmarks/metagrad_cost.py --profile  # where the engine's time goes: 5M model, K = 4
+    python -m benchmarks.metagrad_cost            # full run (~17 min on 2 shared cores)
+    python -m benchmarks.metagrad_cost --quick    # smoke: 1M model, K = 1 and 4, 1 repeat (~2 min)
+    python -m benchmarks.metagrad_cost --profile  # where the engine's time goes: 5M model, K = 4
 
 `benchmarks/metagrad_scaling.py` reuses this file's machinery for the scaling sweeps (steps, model size, tokens).
 """
 
 from __future__ import annotations
+
+from experiments import env  # first: the environment before torch and transformers load
 
 import argparse
 import dataclasses
@@ -40,25 +42,18 @@ import os
 import platform
 import re
 import statistics
-import sys
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-os.environ.setdefault("HF_HUB_OFFLINE", "1")
-os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+import torch
+import torch.nn.functional as F
+from torch.func import functional_call
+from transformers import AutoModelForCausalLM, GPT2Config
+from transformers.utils import logging as hf_logging
 
-import torch  # noqa: E402
-import torch.nn.functional as F  # noqa: E402
-from torch.func import functional_call  # noqa: E402
-from transformers import AutoModelForCausalLM, GPT2Config  # noqa: E402
-from transformers.utils import logging as hf_logging  # noqa: E402
-
-ROOT = Path(__file__).resolve().parents[1]
-sys.path[:0] = [str(ROOT), str(ROOT / "tests")]
-from reference import unrolled  # noqa: E402
-
-from dpg import InnerSFTConfig, MetagradEngine  # noqa: E402
+from benchmarks.reference import unrolled
+from dpg import InnerSFTConfig, MetagradEngine
 
 hf_logging.set_verbosity_error()
 
@@ -223,7 +218,7 @@ def _memory_worker(case: dict, modes: list[str], threads: int, conn) -> None:
     # states" creeps up by ~2.5 MB per inner step on the 1M model; at 16 kB it is flat (docs/performance.md).
     libc.mallopt(-3, 16 * 1024)
     libc.mallopt(-1, 16 * 1024)  # M_TRIM_THRESHOLD
-    torch.set_num_threads(threads)
+    env.set_threads(threads)
     try:
         conn.send(memory_child(Case(**{**case, "heldout": tuple(case["heldout"])}), modes))
     except BaseException as exc:  # noqa: BLE001 - reported by the parent
@@ -241,7 +236,8 @@ def measure_memory(case: Case, modes: list[str]) -> dict:
     global _FORKSERVER
     if _FORKSERVER is None:
         _FORKSERVER = mp.get_context("forkserver")
-        _FORKSERVER.set_forkserver_preload(["torch", "dpg", "reference", "metagrad_cost", "transformers.models.gpt2.modeling_gpt2",
+        _FORKSERVER.set_forkserver_preload(["torch", "dpg", "benchmarks.reference", "benchmarks.metagrad_cost",
+                                            "transformers.models.gpt2.modeling_gpt2",
                                             "transformers.models.llama.modeling_llama"])
     out = {}
     for mode in modes:
@@ -500,12 +496,6 @@ def main_profile(args) -> None:
                                                              row_limit=args.profile_rows, max_shapes_column_width=60))
 
 
-def set_threads(n: int) -> None:
-    # One intra-op thread by default: the models are small, and on a shared 2-core machine two threads spin-wait on
-    # each other; CPU time is then the work of the run itself.
-    torch.set_num_threads(n)
-
-
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--quick", action="store_true", help="1M model, K = 1 and 4, 1 repeat")
@@ -520,7 +510,7 @@ def main() -> None:
     p.add_argument("--profile-model", default="5M", choices=list(TINY))
     p.add_argument("--profile-rows", type=int, default=25)
     args = p.parse_args()
-    set_threads(args.threads)
+    env.set_threads(args.threads)
     if args.profile:
         main_profile(args)
     else:

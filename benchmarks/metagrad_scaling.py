@@ -14,19 +14,21 @@ naive full unroll on the same data, side by side in one process; CPU seconds wit
 * ``tokens`` — sequence length 16 / 32 / 64 / 128 (1M model, K = 4, 32 sequences, microbatches of 4; Φ on 8
   held-out sequences of the same length).
 
-    python benchmarks/metagrad_scaling.py                   # all three sweeps (~10 min on 2 shared cores)
-    python benchmarks/metagrad_scaling.py --sweep steps     # one sweep
-    python benchmarks/metagrad_scaling.py --quick           # smoke: small grids, no SmolLM2 (~2 min)
+    python -m benchmarks.metagrad_scaling                   # all three sweeps (~10 min on 2 shared cores)
+    python -m benchmarks.metagrad_scaling --sweep steps     # one sweep
+    python -m benchmarks.metagrad_scaling --quick           # smoke: small grids, no SmolLM2 (~2 min)
 """
 
 from __future__ import annotations
+
+from experiments import env  # first: the environment before torch and transformers load
 
 import argparse
 import os
 import time
 from pathlib import Path
 
-import metagrad_cost as mc
+from benchmarks import metagrad_cost as mc
 
 SWEEPS = ("steps", "models", "tokens")
 
@@ -106,7 +108,7 @@ def main() -> None:
     p.add_argument("--json", help="write the raw results here")
     p.add_argument("--markdown", help="write the tables as markdown here")
     args = p.parse_args()
-    mc.set_threads(args.threads)
+    env.set_threads(args.threads)
     if args.quick:
         args.repeats = 1
     print(mc.machine())

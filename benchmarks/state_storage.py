@@ -6,17 +6,19 @@ tokens cut into T = 16 or 64 inner steps of one microbatch. For each strategy: m
 writes run on a background thread) and the peak RSS increase of one run in a fresh process, next to plain SFT. All
 strategies must return the same metagradients (checked here too, in float32 to 1e-5).
 
-    python benchmarks/state_storage.py            # T = 16 and 64, 3 repeats (~5 min on 2 cores)
-    python benchmarks/state_storage.py --quick    # T = 16, 1 repeat
+    python -m benchmarks.state_storage            # T = 16 and 64, 3 repeats (~5 min on 2 cores)
+    python -m benchmarks.state_storage --quick    # T = 16, 1 repeat
 """
 
 from __future__ import annotations
 
+from experiments import env  # first: the environment before torch and transformers load
+
 import argparse
 
-import metagrad_cost as mc
 import torch
 
+from benchmarks import metagrad_cost as mc
 from dpg.engine.states import RecomputeStore
 
 STRATEGIES = ("memory", "disk", "recompute")
@@ -52,7 +54,7 @@ def main() -> None:
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--threads", type=int, default=1, help="torch intra-op threads (default 1)")
     args = ap.parse_args()
-    mc.set_threads(args.threads)
+    env.set_threads(args.threads)
     steps_list, repeats = ([16], 1) if args.quick else ([16, 64], args.repeats)
     print(mc.machine())
     rows = [row for steps in steps_list for row in measure(steps, repeats)]

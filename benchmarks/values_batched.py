@@ -1,8 +1,8 @@
 """Φ's per second: `MetagradEngine.values` (one vmapped inner run over R weight rows) against R sequential
 `engine.value` calls, side by side in one run, with the results checked equal.
 
-    python benchmarks/values_batched.py               # tiny target (the embedded default's size) and 1M and 5M
-    python benchmarks/values_batched.py --models 0.1M --rows 8 33
+    python -m benchmarks.values_batched               # tiny target (the embedded default's size) and 1M and 5M
+    python -m benchmarks.values_batched --models 0.1M --rows 8 33
 
 The workload is what `loo` / `leave_group_out` ask for: R rows of weights over N = 32 examples of 24 tokens, each row
 one example (or group) removed, one AdamW step of 4 microbatches of 8. CPU time, medians of interleaved repeats
@@ -11,16 +11,14 @@ one example (or group) removed, one AdamW step of 4 microbatches of 8. CPU time,
 
 from __future__ import annotations
 
+from experiments import env  # first: the environment before torch and transformers load
+
 import argparse
-import sys
-from pathlib import Path
 
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from metagrad_cost import build_model, make_objective, random_ids, time_interleaved, vocab_of  # noqa: E402
-
-from dpg import InnerSFTConfig, MetagradEngine  # noqa: E402
+from benchmarks.metagrad_cost import build_model, make_objective, random_ids, time_interleaved, vocab_of
+from dpg import InnerSFTConfig, MetagradEngine
 
 N, SEQ = 32, 24
 
@@ -50,7 +48,7 @@ def main() -> None:
     p.add_argument("--rows", nargs="+", type=int, default=[8, 33])
     p.add_argument("--repeats", type=int, default=3)
     args = p.parse_args()
-    torch.set_num_threads(1)
+    env.set_threads()
     print("| model | params | rows | Φ/s sequential | Φ/s batched | batched ÷ sequential | max rel. diff (fp32) |")
     print("|---|---|---|---|---|---|---|")
     for m in args.models:

@@ -1,8 +1,8 @@
 """Estimator fidelity: how close is each reward's policy gradient to the true gradient ∇J of the generator?
 
-    python experiments/fidelity.py                                  # the whole grid (cells already done are skipped)
-    python experiments/fidelity.py --cell l2_norm adamw 64 4        # one cell: objective, optimizer, N, M
-    python experiments/fidelity.py --report                         # table + plots from the finished cells
+    python -m experiments.fidelity                                  # the whole grid (cells already done are skipped)
+    python -m experiments.fidelity --cell l2_norm adamw 64 4        # one cell: objective, optimizer, N, M
+    python -m experiments.fidelity --report                         # table + plots from the finished cells
 
 The generator is a softmax policy π = softmax(ψ) over a pool of K documents from the shipped corpus, so its score
 function is exact: ∇_ψ log π(k) = e_k − π. A dataset D is N iid draws; inner SFT trains the embedded tiny target on D
@@ -32,25 +32,24 @@ is skipped, so an interrupted grid resumes.
 
 from __future__ import annotations
 
+from experiments import env  # first: the environment before torch and transformers load
+
 import argparse
 import json
 import math
-import sys
 import time
 from pathlib import Path
 
 import torch
 
+from dpg import objectives
+from dpg.engine.metagrad import MetagradEngine
+from dpg.engine.sft_config import InnerSFTConfig
+from dpg.stats import mean_se
+from dpg.training import models
+from dpg.training.rewards import random_partition, to_target_examples
+
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
-
-import objectives  # noqa: E402
-from dpg.training import models  # noqa: E402
-from dpg.engine.metagrad import MetagradEngine  # noqa: E402
-from dpg.stats import mean_se  # noqa: E402
-from dpg.training.rewards import random_partition, to_target_examples  # noqa: E402
-from dpg.engine.sft_config import InnerSFTConfig  # noqa: E402
-
 OUT = ROOT / "docs" / "results" / "fidelity"
 OBJECTIVES = {
     "target_string": {"name": "target_string", "string": " the river"},
@@ -181,7 +180,7 @@ def zero_estimates(raw: dict, truth: torch.Tensor) -> list[str]:
 
 def run_cell(objective: str, optimizer: str, N: int, M: int, truth_datasets: int, repeats: int,
              per_estimate: int, lr: float | None = None) -> dict:
-    torch.set_num_threads(1)
+    env.set_threads()
     lr = OPTIMIZERS[optimizer]["lr"] if lr is None else lr
     engine, pool, pi, score = setup(objective, optimizer, lr)
     gen = torch.Generator().manual_seed(1000 * N + M)
@@ -230,7 +229,7 @@ def run_cell(objective: str, optimizer: str, N: int, M: int, truth_datasets: int
         # enough to recompute any statistic without rerunning the cell
         "raw": {"estimates": raw, "truth_samples": truth_samples.tolist()},
         "wall_seconds": time.perf_counter() - t0,
-        "command": f"python experiments/fidelity.py --cell {objective} {optimizer} {N} {M}"
+        "command": f"python -m experiments.fidelity --cell {objective} {optimizer} {N} {M}"
                    + (f" --lr {lr}" if lr != OPTIMIZERS[optimizer]["lr"] else ""),
     }
     return cell
@@ -298,7 +297,7 @@ def main(argv=None):
             print(f"{o:14s} {opt:5s} N={n:5d} M={m:3d}  " + "  ".join(f"{e}={c[e][0]:+.2f}" for e in c)
                   + f"  naive@compute={cell['naive_equal_compute']['cosine'][0]:+.2f}  ({cell['wall_seconds']:.0f} s)",
                   flush=True)
-    from fidelity_report import report  # noqa: E402 (beside this file)
+    from experiments.fidelity_report import report  # matplotlib only for the report
 
     report(OUT)
 

@@ -1,7 +1,7 @@
 """How much of the per-batch fidelity gap survives averaging over many batches?
 
-    python experiments/fidelity_horizon.py                          # the N = 256, M = 4 cells (the studies' point)
-    python experiments/fidelity_horizon.py --cell l2_norm adamw 256 4
+    python -m experiments.fidelity_horizon                          # the N = 256, M = 4 cells (the studies' point)
+    python -m experiments.fidelity_horizon --cell l2_norm adamw 256 4
 
 The fidelity benchmark (experiments/fidelity.py) scores one estimate from 2 datasets. A GRPO run sums an update per
 step over many steps, so what matters end to end is closer to the cosine of the *average of k datasets' estimates*
@@ -25,18 +25,18 @@ docs/results/fidelity/horizon/CELL.json, horizon.md and horizon.png; a finished 
 
 from __future__ import annotations
 
+from experiments import env  # first: the environment before torch and transformers load
+
 import argparse
 import json
 import math
-import sys
 import time
 from pathlib import Path
 
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-import fidelity as F  # noqa: E402  (the benchmark's setup, estimators and truth: one definition)
-from dpg.stats import mean_se  # noqa: E402
+from dpg.stats import mean_se
+from experiments import fidelity as F  # the benchmark's setup, estimators and truth: one definition
 
 OUT = F.OUT / "horizon"
 D_MG, D_NAIVE, G_INV, TRUTH_MORE = 128, 1024, 4, 48
@@ -71,7 +71,7 @@ def cos_k(m: dict, k: float) -> float:
 
 
 def run_cell(objective: str, optimizer: str, N: int, M: int) -> dict:
-    torch.set_num_threads(1)
+    env.set_threads()
     stored = json.loads(F.cell_path(objective, optimizer, N, M).read_text())
     engine, pool, pi, score = F.setup(objective, optimizer, F.OPTIMIZERS[optimizer]["lr"])
     gen = torch.Generator().manual_seed(7_000_000 + 1000 * N + M)  # fresh draws, not the cell's
@@ -100,7 +100,7 @@ def run_cell(objective: str, optimizer: str, N: int, M: int) -> dict:
             "datasets": {"metagrad": D_MG, "naive": D_NAIVE, "naive_as_study": D_NAIVE},
             "measured": {e: {k: cs for k in KS if (cs := chunk_cosines(g, truth, k, s))} for e, (g, s) in per.items()},
             "model": {e: model(g, truth_samples, s) for e, (g, s) in per.items()},
-            "seconds": secs, "command": f"python experiments/fidelity_horizon.py --cell {objective} {optimizer} {N} {M}"}
+            "seconds": secs, "command": f"python -m experiments.fidelity_horizon --cell {objective} {optimizer} {N} {M}"}
     cell["crossing"] = {e: crossing(cell["model"][e], cell["model"]["metagrad"]) for e in ("naive", "naive_as_study")}
     return cell
 
@@ -133,7 +133,7 @@ def report() -> None:
             lines.append(f"| {name} | {c['truth']['relative_se']:.2f} | {e} | {cos(1)} | {cos(4)} | {cos(16)} | {cos(64)} | "
                          f"{cos_k(m, 160):+.2f} | {m['limit']:+.2f} | " + ("" if cross is None else f"{cross:.0f}") + " |")
     (OUT.parent / "horizon.md").write_text(
-        f"{len(cells)} cells; `python experiments/fidelity_horizon.py` (module docstring: the protocol). Measured "
+        f"{len(cells)} cells; `python -m experiments.fidelity_horizon` (module docstring: the protocol). Measured "
         "cosines: mean ± SE over disjoint chunks of k GRPO steps' estimates; 160 and ∞: the moment model.\n\n"
         + "\n".join(lines) + "\n")
     plot(cells, OUT.parent / "horizon.png")

@@ -1,6 +1,6 @@
 """Table and plots of the fidelity cells (experiments/fidelity.py writes them; this reads them).
 
-    python experiments/fidelity.py --report
+    python -m experiments.fidelity --report
 
 Writes docs/results/fidelity/table.md (one row per cell: cosine to the truth ± standard error per estimator; "≡ 0"
 where every estimate was exactly zero, which counts as cosine 0 in the pooled tables),
@@ -20,6 +20,8 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import matplotlib.ticker  # noqa: E402
 
+from dpg.stats import mean_se  # noqa: E402
+
 RESOLVED = 0.5  # a truth with a larger relative standard error caps every cosine well below 1: "not resolved"
 SHOWN = ["naive", "naive_raw", "metagrad", "first_order", "loo", "lgo2", "lgo4", "lgo8", "lgo16"]
 COLORS = {"naive": "C2", "naive_raw": "#9fd89f", "metagrad": "C0", "first_order": "C3", "loo": "k", "lgo2": "#c6a0e8", "lgo4": "#a36fd6",
@@ -30,8 +32,8 @@ def load(out: Path, folder: str = "cells") -> list[dict]:
     return [json.loads(p.read_text()) for p in sorted((out / folder).glob("*.json"))]
 
 
-def fmt(mean_se) -> str:
-    mean, se = mean_se
+def fmt(mean_and_se) -> str:
+    mean, se = mean_and_se
     return f"{mean:+.2f} ± {se:.2f}"
 
 
@@ -59,10 +61,7 @@ def summary(cells: list[dict], by: str = "N") -> str:
              "lgo8 − metagrad |", "|---|---|---|---|---|---|---|"]
     for (opt, n), cs in sorted(groups.items()):
         def diff(a, b):
-            d = [a(c) - b(c) for c in cs]
-            m = sum(d) / len(d)
-            se = (sum((x - m) ** 2 for x in d) / (len(d) - 1) / len(d)) ** 0.5 if len(d) > 1 else float("nan")
-            return f"{m:+.2f} ± {se:.2f}"
+            return fmt(mean_se([a(c) - b(c) for c in cs]))
         mg = lambda c: c["cosine"]["metagrad"][0]  # noqa: E731
         lgo8 = lambda c: c["cosine"]["lgo8"][0]  # noqa: E731  (a fixed G: the max over G would be biased up)
         lines.append(f"| {opt} | {n} | {len(cs)} | {diff(mg, lambda c: c['cosine']['naive'][0])} | "
@@ -160,7 +159,7 @@ def report(out: Path) -> None:
     seconds = sum(c["wall_seconds"] for c in cells) / 60
     resolved = [c for c in cells if c["truth"]["relative_se"] <= RESOLVED and c["N"] > c["M"]]
     text = (f"{len(cells)} cells, {seconds:.0f} minutes of cell wall time in all. The whole grid: "
-            "`python experiments/fidelity.py`; one row: its command (add `--force` to recompute a finished cell).\n\n"
+            "`python -m experiments.fidelity`; one row: its command (add `--force` to recompute a finished cell).\n\n"
             + table(cells) + "\n" + summary(cells) + "\n" + summary(cells, by="M") + "\n" + means(cells)
             + f"\n### Cells whose truth is resolved (relative SE ≤ {RESOLVED}) and whose steps hold more than one example\n\n"
             + summary(resolved, by="M") + "\n" + means(resolved))

@@ -2,23 +2,32 @@
 markdown table on stdout, and plots: STUDY.png (curves per arm, mean ± std over seeds) and, for weight patterns,
 STUDY_pictures.png (the decoded picture after a fresh SFT on each checkpoint's samples, seed 0).
 
-    python experiments/plots.py STUDY        # the same as `python experiments/run.py STUDY --report`
-    python experiments/plots.py --overview   # end-to-end ΔΦ of every arm in every study (docs/results/*.json)
-    python experiments/plots.py --overview docs/results/paper/bs256_m4   # the same for a paper-regime point,
+    python -m experiments.plots STUDY        # the same as `python -m experiments.run STUDY --report`
+    python -m experiments.plots --overview   # end-to-end ΔΦ of every arm in every study (docs/results/*.json)
+    python -m experiments.plots --overview docs/results/paper/bs256_m4   # the same for a paper-regime point,
                                              # and overview.png there: every seed's ΔΦ − naive's, per study;
                                              # last, DPG-AdamW's ΔΦ minus every other arm's, paired by seed
-    python experiments/plots.py --sweep docs/results/paper   # the batch-size sweep: per study at ≥ 2 points
-    python experiments/plots.py --restore docs/results/paper runs/paper   # finished runs back from the reports
+    python -m experiments.plots --sweep docs/results/paper   # the batch-size sweep: per study at ≥ 2 points
+    python -m experiments.plots --restore docs/results/paper runs/paper   # finished runs back from the reports
+
+Means ± standard errors and paired differences come from dpg.stats; "± std" columns are the spread over seeds.
 """
 
 from __future__ import annotations
 
+from experiments import env  # noqa: F401  first: the environment before torch and transformers load
+
+import argparse
 import json
 import os
 import sys
 from pathlib import Path
 
 import numpy as np
+
+from dpg import stats
+
+ROOT = Path(__file__).resolve().parents[1]
 
 # the readable proxy shown in the table and the plot, per study (see READABLE in run.py); True = higher is better
 PRIMARY = {"l2_norm": ("norm", False), "sixseven": ("pixel_accuracy", True), "qr_code": ("pixel_accuracy", True),
@@ -83,12 +92,12 @@ def summarize(study: str, runs: list[dict]) -> dict:
 
 def paired_to_naive(runs: list[dict], naive: list[dict] | None) -> dict | None:
     """End-to-end ΔΦ of an arm minus naive's, paired by seed (same initial generator and target): the mean of the
-    per-seed differences and its standard error (std / √n), over the seeds both arms finished."""
-    d = paired(seed_delta(runs), seed_delta(naive or []))
-    if not d:
+    per-seed differences and its standard error, over the seeds both arms finished."""
+    a, b = by_seed(seed_delta(runs), seed_delta(naive or []))
+    if not a:
         return None
-    mean, se, n = mean_se(d)
-    return {"mean": mean, "se": se, "seeds": n}
+    p = stats.paired(a, b)
+    return {"mean": p.mean, "se": p.se, "seeds": p.n}
 
 
 def seed_delta(runs: list[dict]) -> dict[int, float]:
@@ -96,20 +105,23 @@ def seed_delta(runs: list[dict]) -> dict[int, float]:
     return {r["seed"]: r["evals"][-1]["phi"] - r["evals"][0]["phi"] for r in runs}
 
 
-def paired(values: dict[int, float], base: dict[int, float]) -> list[float]:
+def by_seed(values: dict[int, float], base: dict[int, float]) -> tuple[list[float], list[float]]:
+    """values' and base's entries over the seeds both have, in seed order: the pairs of dpg.stats.paired."""
+    seeds = sorted(values.keys() & base.keys())
+    return [values[s] for s in seeds], [base[s] for s in seeds]
+
+
+def differences(values: dict[int, float], base: dict[int, float]) -> list[float]:
     """values − base, seed by seed, over the seeds both have."""
-    return [v - base[seed] for seed, v in sorted(values.items()) if seed in base]
+    return [v - b for v, b in zip(*by_seed(values, base))]
 
 
-def cell(v: tuple[float, float, int]) -> str:
-    """A (mean, standard error, count) table cell; empty for no values."""
-    return f"{v[0]:+.3f} ± {v[1]:.3f} ({v[2]})" if v[2] else ""
-
-
-def mean_se(values) -> tuple[float, float, int]:
-    """Mean, standard error (nan for one value) and count."""
-    a = np.asarray(list(values), dtype=float)
-    return float(a.mean()), float(a.std(ddof=1) / np.sqrt(len(a))) if len(a) > 1 else float("nan"), len(a)
+def cell(values: list[float]) -> str:
+    """A "mean ± standard error (count)" table cell; empty for no values."""
+    if not values:
+        return ""
+    mean, se = stats.mean_se(values)
+    return f"{mean:+.3f} ± {se:.3f} ({len(values)})"
 
 
 def table(study: str, summary: dict) -> str:
@@ -201,7 +213,7 @@ def pictures(study: str, arms: dict[str, list[dict]], path: Path) -> Path:
     from dpg import objectives
     import yaml
 
-    cfg = yaml.safe_load((Path(__file__).resolve().parents[1] / "configs/studies" / f"{study}.yaml").read_text())
+    cfg = yaml.safe_load((ROOT / "configs/studies" / f"{study}.yaml").read_text())
     obj = cfg["objective"]
     target = objectives.weights.load_pattern(obj.get("pattern", "67"), obj.get("text"),
                                              obj.get("error_correction", "M"))
@@ -300,8 +312,7 @@ def lead_table(studies: dict[str, dict], lead: str = "dpg_adamw") -> str:
     arms = [a for a in COLORS if a != lead and any(a in d for d in studies.values())]
     lines = [f"| {lead} − arm | " + " | ".join(studies) + " |", "|---|" + "---|" * len(studies)]
     for arm in arms:
-        diffs = [paired(d[lead], d[arm]) if arm in d and lead in d else [] for d in studies.values()]
-        cells = [cell(mean_se(v)) if v else "" for v in diffs]
+        cells = [cell(differences(d[lead], d[arm])) if arm in d and lead in d else "" for d in studies.values()]
         lines.append(f"| {arm} | " + " | ".join(cells) + " |")
     return "\n".join(lines)
 
@@ -313,7 +324,7 @@ def seed_deltas(report: dict) -> dict[str, dict[int, float]]:
 
 def vs_naive(deltas: dict[str, dict[int, float]], arm: str) -> list[float]:
     """ARM's ΔΦ minus naive's, seed by seed (the seeds both finished)."""
-    return paired(deltas[arm], deltas.get("naive", {}))
+    return differences(deltas[arm], deltas.get("naive", {}))
 
 
 def reports(docs: Path) -> dict[str, dict]:
@@ -323,7 +334,7 @@ def reports(docs: Path) -> dict[str, dict]:
 
 def paired_figure(studies: dict[str, dict], docs: Path) -> Path:
     """overview.png in `docs`: per study (`reports(docs)`), every seed's ΔΦ − naive's per arm (dots) and their mean
-    ± 2 standard errors (the bar issue 12's goal is judged by: the bar clear of zero)."""
+    ± 2 standard errors (the paper-regime goal is judged by this bar: clear of zero)."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -335,7 +346,7 @@ def paired_figure(studies: dict[str, dict], docs: Path) -> Path:
         arms = [a for a in COLORS if a in deltas and a != "naive" and vs_naive(deltas, a)]
         for i, arm in enumerate(arms):
             d = vs_naive(deltas, arm)
-            m, se, _ = mean_se(d)
+            m, se = stats.mean_se(d)
             ax.scatter([i] * len(d), d, color=COLORS[arm], s=14, alpha=0.6)
             ax.errorbar(i + 0.2, m, yerr=2 * se if len(d) > 1 else None, color=COLORS[arm], marker="_", ms=12,
                         capsize=3)
@@ -375,13 +386,13 @@ def sweep(paper: Path) -> str:
                  + " | ".join(f"− naive's at {n}" for n in names) + " |", "|---|" + "---|" * 2 * len(names)]
         fig, axes = plt.subplots(1, 2, figsize=(10, 3.8))
         for arm in arms:
-            own = [mean_se(at[n][arm].values()) if arm in at[n] else (np.nan, np.nan, 0) for n in names]
-            paired = [mean_se(v) if arm != "naive" and arm in at[n] and (v := vs_naive(at[n], arm))
-                      else (np.nan, np.nan, 0) for n in names]
+            own = [list(at[n][arm].values()) if arm in at[n] else [] for n in names]
+            vs = [vs_naive(at[n], arm) if arm != "naive" and arm in at[n] else [] for n in names]
             lines.append(f"| {arm} | " + " | ".join(cell(v) for v in own) + " | "
-                         + " | ".join(cell(v) for v in paired) + " |")
-            for ax, vals in ((axes[0], own), (axes[1], paired)):
-                m, se = np.array([v[0] for v in vals]), np.nan_to_num(np.array([v[1] for v in vals]))
+                         + " | ".join(cell(v) for v in vs) + " |")
+            for ax, vals in ((axes[0], own), (axes[1], vs)):
+                m, se = np.array([stats.mean_se(v) if v else (np.nan, np.nan) for v in vals]).T
+                se = np.nan_to_num(se)
                 if np.isfinite(m).any():
                     ax.errorbar(x, m, yerr=se, color=COLORS[arm], marker="o", capsize=3, label=arm)
         for ax, title in ((axes[0], "ΔΦ end to end (mean ± SE over seeds)"),
@@ -399,19 +410,32 @@ def sweep(paper: Path) -> str:
     return "\n\n".join(out)
 
 
-if __name__ == "__main__":
-    root = Path(__file__).resolve().parents[1]
-    sys.path.insert(0, str(root))
-    if sys.argv[1] == "--overview":
-        docs = Path(sys.argv[2]) if len(sys.argv) > 2 else root / "docs" / "results"
-        studies = reports(docs)
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    what = p.add_mutually_exclusive_group(required=True)
+    what.add_argument("study", nargs="?", help="report this study's runs (runs/studies/STUDY) into docs/results")
+    what.add_argument("--overview", nargs="?", const=ROOT / "docs" / "results", type=Path, metavar="DOCS",
+                      help="every arm in every study of DOCS (default docs/results)")
+    what.add_argument("--sweep", nargs="?", const=ROOT / "docs" / "results" / "paper", type=Path, metavar="PAPER",
+                      help="the batch-size sweep over PAPER's points (default docs/results/paper)")
+    what.add_argument("--restore", nargs=2, type=Path, metavar=("DOCS", "RUNS"),
+                      help="write the finished runs DOCS' reports hold back into RUNS")
+    args = p.parse_args(argv)
+    if args.overview:
+        studies = reports(args.overview)
         print(*(overview(studies, key) for key in ("e2e_phi_delta", "e2e_batch_phi_delta", "e2e_vs_naive")),
               lead_table(studies), sep="\n\n")
         if any("e2e_vs_naive" in s for r in studies.values() for s in r["summary"].values()):
-            print("wrote", paired_figure(studies, docs))
-    elif sys.argv[1] == "--restore":
-        print("restored", restore(Path(sys.argv[2]), Path(sys.argv[3])), "runs into", sys.argv[3])
-    elif sys.argv[1] == "--sweep":
-        print(sweep(Path(sys.argv[2]) if len(sys.argv) > 2 else root / "docs" / "results" / "paper"))
+            print("wrote", paired_figure(studies, args.overview))
+    elif args.restore:
+        docs, runs = args.restore
+        print("restored", restore(docs, runs), "runs into", runs)
+    elif args.sweep:
+        print(sweep(args.sweep))
     else:
-        report(sys.argv[1], root / "runs" / "studies" / sys.argv[1], root / "docs" / "results")
+        report(args.study, ROOT / "runs" / "studies" / args.study, ROOT / "docs" / "results")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

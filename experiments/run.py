@@ -1,8 +1,8 @@
 """The paper's studies at CPU scale: every arm x seed, trained with `dpg.training.trainer.train`, then checked end to end.
 
-    python experiments/run.py STUDY [--arms dpg_adamw naive ...] [--seeds 0 1 2] [--steps 40] [--eval-n 64]
-    python experiments/run.py STUDY --report          # only rebuild docs/results/STUDY.{json,png} from finished runs
-    python experiments/run.py STUDY --point bs256_m4  # the paper regime (below) at one point of the batch-size sweep
+    python -m experiments.run STUDY [--arms dpg_adamw naive ...] [--seeds 0 1 2] [--steps 40] [--eval-n 64]
+    python -m experiments.run STUDY --report          # only rebuild docs/results/STUDY.{json,png} from finished runs
+    python -m experiments.run STUDY --point bs256_m4  # the paper regime (below) at one point of the batch-size sweep
 
 STUDY is a config in configs/studies/ (l2_norm, sixseven, qr_code, language, uuid, belief, *_smollm2). An arm is a
 list of `key=value` overrides of that config (ARMS below). For each arm x seed:
@@ -20,15 +20,17 @@ list of `key=value` overrides of that config (ARMS below). For each arm x seed:
 Then it aggregates every finished run of the study into docs/results/STUDY.json and plots docs/results/STUDY.png
 (and STUDY_pictures.png for the weight-pattern studies) with experiments/plots.py.
 
-The paper regime (issue 12; docs/results.md, "Protocol for the paper-regime studies"): `--point NAME` adds PAPER to
-the study config (the LM-pretrained target, 64 examples per inner optimizer step, the inner learning rates that
-experiments/lr_sweep.py chose by its rule, docs/results/paper/inner_lr.json) and the point's batch: NAME = bsB_mM is
-B completions per GRPO step in M inner steps, at TOTAL_EXAMPLES examples seen whatever B (the paper's batch-size
-sweep, at CPU scale). Runs go to runs/paper/NAME/STUDY/ARM/seedS/, the report to docs/results/paper/NAME/STUDY.json.
+The paper regime (docs/results.md, "Protocol for the paper-regime studies"): `--point NAME` adds PAPER to the study
+config (the LM-pretrained target, 64 examples per inner optimizer step, the inner learning rates that
+experiments/oneoff/lr_sweep.py chose by its rule, docs/results/paper/inner_lr.json) and the point's batch: NAME =
+bsB_mM is B completions per GRPO step in M inner steps, at TOTAL_EXAMPLES examples seen whatever B (the paper's
+batch-size sweep, at CPU scale). Runs go to runs/paper/NAME/STUDY/ARM/seedS/, the report to docs/results/paper/NAME/STUDY.json.
 Without --point: the 40-step studies of docs/results.md as they were run (random-init target, 16 completions).
 """
 
 from __future__ import annotations
+
+from experiments import env  # first: the environment before torch and transformers load
 
 import argparse
 import difflib
@@ -39,20 +41,16 @@ import sys
 import time
 from pathlib import Path
 
-os.environ.setdefault("WANDB_MODE", "offline")
-os.environ.setdefault("HF_HUB_OFFLINE", "1")
-os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+import torch
 
-import torch  # noqa: E402
+from dpg.config.schema import load_config
+from dpg.run import checkpoints as run_checkpoints
+from dpg.run.checkpoints import LOG_FILE, read_log
+from dpg.training import assembly, models, sampling, trainer
+from dpg.training.rewards import to_target_examples
+from experiments import plots
 
 ROOT = Path(__file__).resolve().parents[1]
-sys.path[:0] = [str(ROOT), str(ROOT / "experiments")]
-from dpg.run import checkpoints as run_checkpoints  # noqa: E402
-from dpg.run.checkpoints import LOG_FILE, read_log  # noqa: E402
-from dpg.training import assembly, models, sampling, trainer  # noqa: E402
-from dpg.config.schema import load_config  # noqa: E402
-from dpg.training.rewards import to_target_examples  # noqa: E402
-
 RUNS = ROOT / "runs" / "studies"
 DOCS = ROOT / "docs" / "results"
 SGD_LR = 1.0  # calibrated once: moves Φ about as much as AdamW at lr 1e-2 on 16 corpus lines (docs/results.md)
@@ -69,7 +67,7 @@ ARMS = {
     # the cross-group batching ablation: DPG-AdamW with every completion of a prompt in a different SFT run
     "dpg_adamw_inverse": ["reward.batching=inverse_groups"],
     # drift control: exact DPG-AdamW for an unrelated objective (experiments/controls.py), judged by the study's Φ
-    "control": ["objective={name: 'controls:RandomDirection', seed: 0}", "reward.compare_every=0"],
+    "control": ["objective={name: 'experiments.controls:RandomDirection', seed: 0}", "reward.compare_every=0"],
     # language only: heuristic rewards (dpg/training/heuristics.py), scored against the study's target-language texts
     "levenshtein": ["reward.estimator=levenshtein", "reward.compare_every=0"],
     "embedding": ["reward.estimator=embedding", "reward.compare_every=0"],
@@ -79,7 +77,7 @@ CORE_ARMS = ["dpg_adamw", "dpg_sgd", "naive", "first_order", "control"]
 STUDY_ARMS = {"language": CORE_ARMS + ["levenshtein", "embedding", "langid"],
               "language_smollm2": CORE_ARMS + ["levenshtein", "embedding", "langid"]}
 
-# -- the paper regime (issue 12) -----------------------------------------------------------------------------------
+# -- the paper regime -------------------------------------------------------------------------------------------------
 # Every point: the LM-pretrained tiny target (as the paper fine-tunes pretrained GPT-2 / Llama), INNER_BATCH examples
 # per inner optimizer step (the paper's 1,024 scaled down with the 64-dim generator; its sweep is 1,024 / 8,192 /
 # 98,304 rollouts per step at M = 1 / 8 / 96), GRPO micro-batches of 64 completions, and prompts cycled
@@ -91,7 +89,7 @@ PAPER = [f"target.pretrain_steps={TARGET_PRETRAIN_STEPS}", f"inner_sft.microbatc
 POINTS = {"bs64_m1": 16, "bs256_m4": 64, "bs1024_m16": 256}  # name: prompts per step, 4 completions each
 MAIN_POINT = "bs256_m4"  # the main arms of every study; the sweep's other points for sixseven and l2_norm
 TOTAL_EXAMPLES = 40_960  # examples seen per run at every point: 640 / 160 / 40 GRPO steps of 64 / 256 / 1,024
-INNER_LR_FILE = DOCS / "paper" / "inner_lr.json"  # written by experiments/lr_sweep.py
+INNER_LR_FILE = DOCS / "paper" / "inner_lr.json"  # written by experiments/oneoff/lr_sweep.py
 
 
 def point_steps(point: str) -> int:
@@ -105,13 +103,13 @@ def point_overrides(point: str) -> list[str]:
 
 def arm_overrides(arm: str, point: str | None, extra: list[str] = ()) -> list[str]:
     """ARM's overrides of the study config, with the `--set` ones (`extra`): at a paper-regime POINT with the inner lr
-    that experiments/lr_sweep.py chose for the arm's optimizer (`extra` may change the point, not the arm or its lr),
-    or (None) as in the 40-step studies of docs/results.md (the config's AdamW lr, SGD_LR for SGD)."""
+    that experiments/oneoff/lr_sweep.py chose for the arm's optimizer (`extra` may change the point, not the arm or
+    its lr), or (None) as in the 40-step studies of docs/results.md (the config's AdamW lr, SGD_LR for SGD)."""
     sgd = "inner_sft.optimizer=sgd" in ARMS[arm]
     if point is None:
         return [*extra, *ARMS[arm], *([f"inner_sft.lr={SGD_LR}"] if sgd else [])]
     if not INNER_LR_FILE.is_file():
-        raise SystemExit(f"{INNER_LR_FILE} is missing: run `python experiments/lr_sweep.py` first")
+        raise SystemExit(f"{INNER_LR_FILE} is missing: run `python -m experiments.oneoff.lr_sweep` first")
     lr = json.loads(INNER_LR_FILE.read_text())["chosen"]["sgd" if sgd else "adamw"]
     return [*point_overrides(point), *extra, *ARMS[arm], f"inner_sft.lr={lr}"]
 
@@ -221,7 +219,7 @@ def run_one(study: str, arm: str, seed: int, steps: int, eval_n: int, runs: Path
     log = read_log(out / LOG_FILE)
     result = {
         "study": study, "arm": arm, "seed": seed, "steps": steps, "eval_n": eval_n,
-        "command": f"python experiments/run.py {study} --arms {arm} --seeds {seed} --steps {steps} --eval-n {eval_n}"
+        "command": f"python -m experiments.run {study} --arms {arm} --seeds {seed} --steps {steps} --eval-n {eval_n}"
                    + (f" --point {point}" if point else "") + "".join(f" --set {x}" for x in extra)
                    + (f" --runs-dir {runs_arg(runs)}" if runs.resolve() != default_runs(point).resolve() else ""),
         "point": point,
@@ -245,7 +243,7 @@ def run_one(study: str, arm: str, seed: int, steps: int, eval_n: int, runs: Path
 
 def evaluate(study: str, cfg, generator, step: int, n: int, seed: int) -> dict:
     """`dpg evaluate` for one generator: n samples (fixed sampling seed) -> fresh SFT of the target -> Φ, proxies."""
-    engine, objective, target_tok = _engine(cfg)
+    engine, objective, target_tok = engine_for(cfg)
     texts = sample_texts(cfg, generator, n, seed)
     examples, truncated = to_target_examples(texts, target_tok, cfg.inner_sft.max_length)
     res = engine.evaluate(examples)
@@ -273,7 +271,9 @@ def sample_texts(cfg, generator, n: int, seed: int) -> list[str]:
 _ENGINES = {}
 
 
-def _engine(cfg):
+def engine_for(cfg):
+    """(engine, objective, target tokenizer) of cfg's inner SFT, objective and seed; the last one built is reused, so
+    a run's evaluations build it once."""
     key = (json.dumps(cfg.to_dict()["inner_sft"]), json.dumps(cfg.objective, sort_keys=True), cfg.seed)
     if key not in _ENGINES:
         _ENGINES.clear()
@@ -301,7 +301,7 @@ def main(argv=None) -> int:
                    help="where the summary and plots go (default docs/results; at a --point docs/results/paper/POINT)")
     p.add_argument("--report", action="store_true", help="only aggregate finished runs and plot")
     args = p.parse_args(argv)
-    torch.set_num_threads(1)  # tiny models on a shared 2-core machine: one thread is 2-10x faster than two
+    env.set_threads()
     point = args.point
     runs_dir = (args.runs_dir or default_runs(point)).resolve()
     docs_dir = (args.docs_dir or (DOCS / "paper" / point if point else DOCS)).resolve()
@@ -316,9 +316,7 @@ def main(argv=None) -> int:
         for arm in arms:
             for seed in args.seeds:
                 run_one(args.study, arm, seed, steps, eval_n, runs_dir, args.set, point)
-    from plots import report  # experiments/plots.py
-
-    report(args.study, runs_dir / args.study, docs_dir)
+    plots.report(args.study, runs_dir / args.study, docs_dir)
     return 0
 
 

@@ -4,5 +4,5 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 for study in sixseven l2_norm uuid belief qr_code language; do
-  python experiments/run.py "$study" --seeds 0 1 2 --steps 40 --eval-n 64
+  python -m experiments.run "$study" --seeds 0 1 2 --steps 40 --eval-n 64
 done

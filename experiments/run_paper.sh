@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# The paper-regime batch of issue 12 (docs/results.md, "Protocol for the paper-regime studies"), in the order the
+# The paper-regime batch (docs/results.md, "Protocol for the paper-regime studies"), in the order the
 # fidelity benchmark ranks the studies by how much per-example credit should pay, and seed-major within a study so
 # that every finished seed is a complete paired comparison. Finished arm x seed runs are skipped: rerunning resumes.
 #   JOBS=2 nohup experiments/run_paper.sh > runs/paper.log 2>&1 &
@@ -32,6 +32,6 @@ unfinished() {  # drop finished runs here: starting Python only to skip one cost
     [ -f "runs/paper/$point/$study/$arm/seed$seed/result.json" ] || echo "$study $point $seed $arm"
   done
 }
-python experiments/plots.py --restore docs/results/paper runs/paper  # runs/ is not committed; the reports are
+python -m experiments.plots --restore docs/results/paper runs/paper  # runs/ is not committed; the reports are
 tasks | unfinished | xargs -P "${JOBS:-1}" -L 1 sh -c \
-  'python experiments/run.py "$0" --point "$1" --seeds "$2" --arms "$3" --set grpo.beta='"$BETA"
+  'python -m experiments.run "$0" --point "$1" --seeds "$2" --arms "$3" --set grpo.beta='"$BETA"

@@ -2,12 +2,7 @@
 same metagradients, and a memory child reports each mode's own peak (the unroll keeps every step's graph, so it must
 use more memory than plain SFT)."""
 
-import sys
-from pathlib import Path
-
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
-
-import metagrad_cost as mc  # noqa: E402
+from benchmarks import metagrad_cost as mc
 
 
 def test_cost_benchmark_compares_equal_metagradients_and_reports_memory():

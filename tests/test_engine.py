@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 import torch
 from conftest import random_examples, tiny_gpt2
-from reference import higher_sgd, unrolled
+from benchmarks.reference import higher_sgd, unrolled
 
 from dpg import InnerSFTConfig, MetagradEngine
 

@@ -9,7 +9,7 @@ import itertools
 import pytest
 import torch
 from conftest import random_examples, tiny_gpt2
-from reference import unrolled
+from benchmarks.reference import unrolled
 from test_engine import SETUPS, reference_kwargs, val_loss
 
 from dpg import InnerSFTConfig, MetagradEngine

@@ -1,5 +1,5 @@
 """Filesystem faults (read-only, disk full, not a directory) wherever a run writes, CLI misuse of every verb, and the
-other hostile inputs of issue 16: each is one named line (never a traceback), and the last whole checkpoint stays the
+other hostile inputs a run meets: each is one named line (never a traceback), and the last whole checkpoint stays the
 one `--resume` finishes from, bit-identical to an uninterrupted run.
 
 The OS errors of a read-only or full disk are raised from the writer itself (tests may run as root, where permission

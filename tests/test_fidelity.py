@@ -7,8 +7,6 @@
 """
 
 import itertools
-import sys
-from pathlib import Path
 
 import pytest
 import torch
@@ -16,9 +14,7 @@ from conftest import random_examples, tiny_gpt2
 from test_engine import val_loss
 
 from dpg import InnerSFTConfig, MetagradEngine
-
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "experiments"))
-from fidelity import compact, cosine, rao_blackwell, zero_estimates  # noqa: E402
+from experiments.fidelity import compact, cosine, rao_blackwell, zero_estimates
 
 POOL = random_examples(3, min_len=4, max_len=9, seed=4)
 
@@ -76,7 +72,7 @@ def test_an_exactly_zero_estimate_has_cosine_zero_not_the_cosine_of_its_rounding
 def test_horizon_model_recovers_the_cosine_of_an_average_of_k_estimates():
     """cos_k = μ·t / (|t| sqrt(|μ|² + V/k)) from moment estimates: the measured cosine of the k-average (many
     samples) matches it, an unbiased estimator's limit is 1, a biased one's is cos(μ, t)."""
-    from fidelity_horizon import chunk_cosines, crossing, model
+    from experiments.fidelity_horizon import chunk_cosines, crossing, model
 
     gen = torch.Generator().manual_seed(0)
     t = torch.tensor([1.0, 0.0, 0.0, 0.0], dtype=torch.float64)

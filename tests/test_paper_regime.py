@@ -1,19 +1,13 @@
-"""The paper regime's protocol code: the inner-lr rule of experiments/lr_sweep.py and the batch estimate of
-experiments/step_timing.py, on made-up numbers, and the picture ceiling of experiments/picture_ceiling.py (no model is
-trained here)."""
+"""The paper regime's protocol code: the inner-lr rule of experiments/oneoff/lr_sweep.py and the batch estimate of
+experiments/oneoff/step_timing.py, on made-up numbers, and the picture ceiling of experiments/oneoff/picture_ceiling.py
+(no model is trained here)."""
 
 import math
-import sys
-from pathlib import Path
 
+import numpy as np
 import pytest
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT / "experiments"))
-import lr_sweep  # noqa: E402
-import numpy as np  # noqa: E402
-import picture_ceiling  # noqa: E402
-import step_timing  # noqa: E402
+from experiments.oneoff import lr_sweep, picture_ceiling, step_timing
 
 
 def sweep(losses: dict[str, list[float]]) -> dict:

@@ -4,7 +4,6 @@ FAST overrides of test_trainer.py, and one full pass of the runner (train, end-t
 import json
 import math
 import shutil
-import sys
 from pathlib import Path
 
 import pytest
@@ -12,10 +11,10 @@ import pytest
 from dpg.config.schema import load_config
 from dpg.run.checkpoints import read_log
 from dpg.training.trainer import train
+from experiments import plots, run
+from experiments.oneoff import eval_batch
 
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT / "experiments"))
-import run  # noqa: E402  experiments/run.py
 
 FAST = ["generator.pretrain_steps=0", "grpo.prompts_per_step=2", "grpo.num_generations=2", "grpo.micro_batch_size=2",
         "grpo.max_completion_length=8", "inner_sft.microbatch_size=2", "inner_sft.max_length=16",
@@ -115,8 +114,6 @@ def test_runner_at_a_paper_point(tmp_path, monkeypatch):
 
     # runs/ is not committed: on a fresh checkout the report gives the finished runs back, the batch skips them and
     # the report rebuilt from them is the same
-    import plots
-
     report = (tmp_path / "docs/l2_norm.json").read_text()
     shutil.rmtree(tmp_path / "runs")
     assert plots.restore(tmp_path / "docs", tmp_path / "runs") == 2
@@ -137,8 +134,6 @@ def _report(path: Path, deltas: dict[str, dict[int, float]]) -> None:
 def test_sweep_pairs_each_point_by_seed(tmp_path):
     """--sweep: per study at two or more points, ΔΦ and ΔΦ − naive's (seed by seed, over the seeds both finished)
     as mean ± standard error per point; a study at one point only is left out."""
-    import plots
-
     _report(tmp_path / "bs64_m1/l2_norm.json", {"naive": {0: 1.0, 1: 2.0, 2: 3.0}, "dpg_adamw": {0: 2.0, 1: 4.0, 2: 3.0}})
     _report(tmp_path / "bs1024_m16/l2_norm.json", {"naive": {0: 1.0, 1: 1.0}, "dpg_adamw": {0: 3.0, 1: 5.0, 2: 9.0},
                                                    "dpg_adamw_inverse": {0: 2.0}})
@@ -154,8 +149,6 @@ def test_sweep_pairs_each_point_by_seed(tmp_path):
 
 
 def test_overview_figure_of_paired_differences(tmp_path):
-    import plots
-
     _report(tmp_path / "belief.json", {"naive": {0: 1.0, 1: 2.0}, "dpg_adamw": {0: 2.0, 1: 4.0}, "control": {0: 0.0}})
     assert plots.vs_naive(plots.seed_deltas(json.loads((tmp_path / "belief.json").read_text())), "dpg_adamw") == [1, 2]
     assert plots.paired_figure(plots.reports(tmp_path), tmp_path).is_file()
@@ -163,8 +156,6 @@ def test_overview_figure_of_paired_differences(tmp_path):
 
 def test_lead_table_pairs_dpg_adamw_with_every_arm(tmp_path):
     """--overview's last table: DPG-AdamW's ΔΦ minus each other arm's, seed by seed, over the seeds both have."""
-    import plots
-
     _report(tmp_path / "belief.json", {"naive": {0: 1.0, 1: 2.0}, "dpg_adamw": {0: 2.0, 1: 4.0, 2: 9.0},
                                        "first_order": {1: 3.0, 2: 5.0}})
     _report(tmp_path / "uuid.json", {"naive": {0: 1.0}, "dpg_adamw": {0: 3.0}})
@@ -175,9 +166,8 @@ def test_lead_table_pairs_dpg_adamw_with_every_arm(tmp_path):
 
 
 def test_eval_batch_pairs_arms_by_seed(tmp_path, monkeypatch, capsys):
-    """experiments/eval_batch.py reads `dpg evaluate` results (one per seed, cached) and pairs the arms by seed."""
-    import eval_batch
-
+    """experiments/oneoff/eval_batch.py reads `dpg evaluate` results (one per seed, cached) and pairs the arms by
+    seed."""
     monkeypatch.setattr(eval_batch, "RUNS", tmp_path / "runs")
     monkeypatch.setattr(eval_batch, "OUT", tmp_path / "out")
     for seed, base in ((0, 0.1), (1, 0.2)):

@@ -9,6 +9,6 @@ cd "$(dirname "$0")/../.."
 GEN=${SMOLLM2_DIR:-$HOME/.cache/dpg/smollm2-135m}
 for study in uuid_smollm2 language_smollm2; do
   for arm in dpg_adamw naive; do
-    python experiments/run.py $study --arms $arm --seeds 0 --steps 4 --eval-n 16 --set generator.name_or_path=$GEN
+    python -m experiments.run $study --arms $arm --seeds 0 --steps 4 --eval-n 16 --set generator.name_or_path=$GEN
   done
 done

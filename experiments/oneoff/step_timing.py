@@ -1,11 +1,11 @@
 """Seconds per GRPO step of the paper regime on this machine, per batch-size point and arm, and the wall time of the
-batch of issue 12 that they imply.
+paper-regime batch that they imply.
 
-    python experiments/step_timing.py     # writes docs/results/paper/step_seconds.json; ~15 min on one loaded core
-    python experiments/step_timing.py --estimate   # only the estimate again, from the recorded timings (a new PLAN)
+    python -m experiments.oneoff.step_timing             # docs/results/paper/step_seconds.json; ~15 min on one loaded core
+    python -m experiments.oneoff.step_timing --estimate  # only the estimate again, from the recorded timings (a new PLAN)
 
 For each (point, study, arm) of MEASURE: `dpg.training.trainer.train` of the study at that point exactly as
-`python experiments/run.py STUDY --point POINT --arms ARM --seeds 0` sets it up, for STEPS GRPO steps into a
+`python -m experiments.run STUDY --point POINT --arms ARM --seeds 0` sets it up, for STEPS GRPO steps into a
 temporary directory, and the logged seconds of each step (generation, reward, policy update, total). Step 1 also
 pays for start-up, so a step's cost is the mean over steps 2…STEPS. One end-to-end evaluation per point (`run.evaluate`
 of the initial generator: 256 samples, a fresh inner SFT, Φ and proxies) is timed too. The machine is shared: its
@@ -20,6 +20,8 @@ not planned: at the main point its reward alone takes over a minute a step (257 
 
 from __future__ import annotations
 
+from experiments import env  # first: the environment before torch and transformers load
+
 import argparse
 import json
 import os
@@ -29,17 +31,10 @@ import tempfile
 import time
 from pathlib import Path
 
-os.environ.setdefault("WANDB_MODE", "offline")
-os.environ.setdefault("HF_HUB_OFFLINE", "1")
-os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
-
-import torch  # noqa: E402
-
-ROOT = Path(__file__).resolve().parents[1]
-sys.path[:0] = [str(ROOT), str(ROOT / "experiments")]
-from dpg.training import trainer  # noqa: E402
-from dpg.config.schema import load_config  # noqa: E402
-from run import DOCS, MAIN_POINT, POINTS, arm_overrides, config_path, evaluate, point_steps  # noqa: E402
+from dpg.config.schema import load_config
+from dpg.run.checkpoints import LOG_FILE, read_log
+from dpg.training import trainer
+from experiments.run import DOCS, MAIN_POINT, POINTS, ROOT, arm_overrides, config_path, evaluate, point_steps
 
 STEPS = 3
 OUT = DOCS / "paper" / "step_seconds.json"
@@ -65,7 +60,7 @@ def time_steps(point: str, study: str, arm: str) -> dict:
         cfg = load_config(config_path(study), [*arm_overrides(arm, point), f"grpo.steps={STEPS}", "seed=0",
                                                "checkpoint.save_every=1000", f"output_dir={tmp}/run"])
         trainer.train(cfg, verbosity="quiet")
-        rows = trainer.read_log(Path(tmp) / "run" / trainer.LOG_FILE)
+        rows = read_log(Path(tmp) / "run" / LOG_FILE)
     later = [r["seconds"] for r in rows[1:]]
     return {"point": point, "study": study, "arm": arm, "completions": cfg.grpo.completions_per_step,
             "first_step": rows[0]["seconds"]["total"],
@@ -102,7 +97,7 @@ def main(argv=None) -> int:
         OUT.write_text(json.dumps(record, indent=1))
         print(json.dumps(record["estimate"], indent=1), f"\nwrote {OUT}")
         return 0
-    torch.set_num_threads(1)  # tiny models on a shared 2-core machine: one thread is 2-10x faster than two
+    env.set_threads()
     os.chdir(ROOT)  # configs name their data files relative to the repository root
     load_before, t0 = os.getloadavg(), time.perf_counter()
     rows = []
@@ -112,7 +107,7 @@ def main(argv=None) -> int:
         print(f"{point} {study} {arm}: {s['total']:.2f} s/step (generation {s['generation']:.2f}, reward "
               f"{s['reward']:.2f}, policy update {s['policy_update']:.2f}); load {os.getloadavg()[0]:.1f}", flush=True)
     evals = {p: time_evaluation(p) for p in POINTS}
-    record = {"command": "python experiments/step_timing.py", "steps": STEPS, "machine": f"{os.cpu_count()} cores, "
+    record = {"command": "python -m experiments.oneoff.step_timing", "steps": STEPS, "machine": f"{os.cpu_count()} cores, "
               "shared with other jobs, one torch thread per process", "load_before": load_before,
               "load_after": os.getloadavg(), "rows": rows, "eval_seconds": evals,
               "estimate": estimate(rows, evals), "seconds": time.perf_counter() - t0}

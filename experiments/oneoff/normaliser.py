@@ -1,6 +1,6 @@
 """Does DPG-SGD still collapse to empty completions on l2_norm now that the loss weights enter the normaliser?
 
-    python experiments/normaliser.py          # trains seeds 0 and 1 if not done yet (~1.5 min each), then reports
+    python -m experiments.oneoff.normaliser   # trains seeds 0 and 1 if not done yet (~1.5 min each), then reports
 
 docs/results.md (l2_norm, before the change) found DPG-SGD's generator learning to write nothing (mean sample length
 20 → 2 characters, 60-70 % empty, training Φ −3.2 → −6.1): with the step's token count held fixed in dΦ/dwᵢ, a short
@@ -12,16 +12,17 @@ Writes docs/results/normaliser.json.
 
 from __future__ import annotations
 
+from experiments import env  # noqa: F401  first: the environment before torch and transformers load
+
+import argparse
 import json
-import sys
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
-
-from dpg.config.schema import load_config  # noqa: E402
+from dpg.config.schema import load_config
 from dpg.run.checkpoints import read_log
-from dpg.training.trainer import train  # noqa: E402
+from dpg.training.trainer import train
+
+ROOT = Path(__file__).resolve().parents[2]
 
 ARM = ["inner_sft.optimizer=sgd", "inner_sft.lr=1.0", "logging.sample_completions=16", "reward.compare_every=0"]
 
@@ -33,7 +34,8 @@ def stats(rows: list[dict]) -> dict:
             "phi": sum(r["phi"] for r in rows) / len(rows)}
 
 
-def main() -> None:
+def main(argv=None) -> None:
+    argparse.ArgumentParser(description=__doc__.split("\n\n")[0]).parse_args(argv)
     report = {}
     for seed in (0, 1):
         out = ROOT / "runs" / "normaliser" / "dpg_sgd" / f"seed{seed}"

@@ -2,7 +2,9 @@
 
 Written from the documented semantics (README "Inner SFT"), sharing no code with `dpg`: its own batching, per-token
 losses via log_softmax + gather, its own AdamW, and `torch.autograd.grad(create_graph=True)` through every step, so
-the whole graph of the run is kept (what the engine avoids).
+the whole graph of the run is kept (what the engine avoids). The exactness tests (tests/test_engine.py,
+tests/test_estimators.py) compare the engine with it in float64; the cost benchmarks (metagrad_cost.py, gpu.py) time
+it as the naive full unroll.
 """
 
 import torch

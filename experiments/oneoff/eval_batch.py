@@ -1,8 +1,8 @@
 """Judge the sweep's 1,024-completion generators by the SFT their cross-group rewards were exact for.
 
-    python experiments/eval_batch.py            # sixseven at bs1024_m16, seeds 0 1 2 -> docs/results/paper/bs1024_m16/eval_batch/
-    python experiments/eval_batch.py l2_norm    # the same for l2_norm (the seeds whose four final generators exist)
-    python experiments/eval_batch.py l2_norm --runs runs/paper/bs1024_m16/replicate   # generators trained again elsewhere
+    python -m experiments.oneoff.eval_batch         # sixseven, seeds 0 1 2 -> docs/results/paper/bs1024_m16/eval_batch/
+    python -m experiments.oneoff.eval_batch l2_norm # the same for l2_norm (the seeds whose four final generators exist)
+    python -m experiments.oneoff.eval_batch l2_norm --runs runs/paper/bs1024_m16/replicate  # generators trained again
 
 The primary endpoint of every point fine-tunes the target on 256 samples in 4 AdamW steps: exactly the SFT of an
 inverse-group run at bs1024_m16 (4 runs of 256), a quarter of the cross-group one (1,024 samples, 16 steps). This
@@ -13,19 +13,20 @@ A measurement made after the sweep's primary results, to explain them; not a pre
 
 from __future__ import annotations
 
+from experiments import env  # noqa: F401  first: the environment before torch and transformers load
+
+import argparse
 import json
 import sys
 from pathlib import Path
 
 import numpy as np
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path[:0] = [str(ROOT), str(ROOT / "experiments")]
-from plots import PRIMARY, mean_se as _mean_se, paired  # noqa: E402  experiments/plots.py
+from dpg import api, stats
+from dpg.config.schema import load_config
+from experiments.plots import PRIMARY
 
-from dpg import api  # noqa: E402
-from dpg.config.schema import load_config  # noqa: E402
-
+ROOT = Path(__file__).resolve().parents[2]
 POINT = "bs1024_m16"
 ARMS = ["dpg_adamw", "dpg_sgd", "naive", "dpg_adamw_inverse"]
 RUNS = ROOT / "runs" / "paper" / POINT  # RUNS / STUDY / ARM / seedS
@@ -49,8 +50,7 @@ def evaluate(study: str, seed: int, runs: Path) -> dict:
     return {"delta": delta, "proxy": proxy}
 
 
-def mean_se(x) -> str:
-    mean, se, _ = _mean_se(x)
+def pm(mean: float, se: float) -> str:
     return f"{mean:+.3f} ± {se:.3f}"
 
 
@@ -60,23 +60,24 @@ def main(study: str = "sixseven", runs: Path | None = None) -> int:
     if not seeds:
         raise SystemExit(f"{study}: no seed has the final generators of all of {ARMS} under {runs / study}")
     res = {s: evaluate(study, s, runs) for s in seeds}
-    delta = {arm: {s: res[s]["delta"][arm] for s in seeds} for arm in ARMS}  # per arm, per seed
+    delta = {arm: [res[s]["delta"][arm] for s in seeds] for arm in ARMS}  # per arm, in seed order
     print(f"{study} at {POINT}, evaluated with 1,024 samples and 16 AdamW steps (seeds {seeds}; mean ± SE over seeds)")
     print(f"| arm | ΔΦ per seed | ΔΦ | − naive's, paired | {PRIMARY[study][0].replace('_', ' ')} (initial " +
           f"{np.mean([res[s]['proxy']['initial'] for s in seeds]):.3f}) |\n|---|---|---|---|---|")
     for arm in ARMS:
-        d = list(delta[arm].values())
-        vs = mean_se(paired(delta[arm], delta["naive"])) if arm != "naive" else "–"
-        print(f"| {arm} | {' / '.join(f'{x:+.3f}' for x in d)} | {mean_se(d)} | {vs} | "
+        d, vs = delta[arm], "–"
+        if arm != "naive":
+            vs_naive = stats.paired(d, delta["naive"])
+            vs = pm(vs_naive.mean, vs_naive.se)
+        print(f"| {arm} | {' / '.join(f'{x:+.3f}' for x in d)} | {pm(*stats.mean_se(d))} | {vs} | "
               f"{np.mean([res[s]['proxy'][arm] for s in seeds]):.3f} |")
-    inv = paired(delta["dpg_adamw_inverse"], delta["dpg_adamw"])
-    print(f"\ndpg_adamw_inverse − dpg_adamw, paired: {mean_se(inv)} (per seed {' / '.join(f'{x:+.3f}' for x in inv)})")
+    inv = stats.paired(delta["dpg_adamw_inverse"], delta["dpg_adamw"])
+    per_seed = " / ".join(f"{a - b:+.3f}" for a, b in zip(delta["dpg_adamw_inverse"], delta["dpg_adamw"]))
+    print(f"\ndpg_adamw_inverse − dpg_adamw, paired: {pm(inv.mean, inv.se)} (per seed {per_seed})")
     return 0
 
 
 if __name__ == "__main__":
-    import argparse
-
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("study", nargs="?", default="sixseven")
     parser.add_argument("--runs", type=Path, default=RUNS, help=f"the point's run directory (default {RUNS})")

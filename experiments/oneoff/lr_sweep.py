@@ -1,6 +1,6 @@
 """The inner learning rates of the paper-regime studies: a sweep over powers of two and a rule fixed in advance.
 
-    python experiments/lr_sweep.py        # writes docs/results/paper/inner_lr.json; 2.5 min on one loaded core
+    python -m experiments.oneoff.lr_sweep        # writes docs/results/paper/inner_lr.json; 2.5 min on one loaded core
 
 The paper fine-tunes its targets at powers of two × 1e-6 (5e-6 for GPT-2, 1e-6 for Llama-3.2-1B), one learning rate
 per model for all of its objectives. This sweep does the same for the embedded target of the paper regime
@@ -25,34 +25,32 @@ the paper holds it fixed per model across objectives, as an ordinary fine-tuning
 fine-tunes (held-out loss on the generator's own data) keeps it independent of every objective and of every arm, so
 no arm can have been favoured by it. A rule that maximised ΔΦ would tune A towards each objective: for an objective
 that the generator's own text does not improve it would pick the smallest lr of the grid (an inner run that hardly
-moves the target), and for the others an lr near divergence, where Adam's updates saturate — the regime issue 12
-wants to leave. The Φ curves are recorded for every study so that the reader can see where the chosen lr sits.
+moves the target), and for the others an lr near divergence, where Adam's updates saturate — the regime the
+paper-regime studies set out to leave. The Φ curves are recorded for every study so that the reader can see where the
+chosen lr sits.
 """
 
 from __future__ import annotations
 
+from experiments import env  # first: the environment before torch and transformers load
+
+import argparse
 import dataclasses
 import json
 import math
 import os
 import sys
 import time
-from pathlib import Path
 
-os.environ.setdefault("HF_HUB_OFFLINE", "1")
-os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+import torch
 
-import torch  # noqa: E402
-
-ROOT = Path(__file__).resolve().parents[1]
-sys.path[:0] = [str(ROOT), str(ROOT / "experiments")]
-import objectives  # noqa: E402
-from dpg.training import assembly, sampling  # noqa: E402
-from dpg.config.schema import load_config  # noqa: E402
-from dpg.engine.metagrad import MetagradEngine  # noqa: E402
-from dpg.training.rewards import to_target_examples  # noqa: E402
-from dpg.engine.sft import make_schedule, token_loss_sums  # noqa: E402
-from run import INNER_LR_FILE, MAIN_POINT, config_path, point_overrides  # noqa: E402  experiments/run.py
+from dpg import objectives
+from dpg.config.schema import load_config
+from dpg.engine.metagrad import MetagradEngine
+from dpg.engine.sft import make_schedule, token_loss_sums
+from dpg.training import assembly, sampling
+from dpg.training.rewards import to_target_examples
+from experiments.run import INNER_LR_FILE, MAIN_POINT, ROOT, config_path, point_overrides
 
 STUDIES = ["sixseven", "qr_code", "l2_norm", "language", "uuid", "belief"]
 GRIDS = {"adamw": [2**k * 1e-6 for k in range(17)], "sgd": [2**k * 1e-3 for k in range(15)]}
@@ -135,8 +133,9 @@ def choose(per_seed: list[dict]) -> tuple[dict, dict]:
     return chosen, table
 
 
-def main() -> int:
-    torch.set_num_threads(1)  # tiny models on a shared 2-core machine: one thread is 2-10x faster than two
+def main(argv=None) -> int:
+    argparse.ArgumentParser(description=__doc__.split("\n\n")[0]).parse_args(argv)
+    env.set_threads()
     os.chdir(ROOT)  # configs name their data files relative to the repository root
     t0 = time.perf_counter()
     per_seed = [sweep_seed(seed) for seed in SEEDS]
@@ -150,7 +149,7 @@ def main() -> int:
             print(f"| {r['lr']:.3g}{mark} | {r['heldout_loss']:.4f} | {r['train_loss']:.4f} | "
                   + " | ".join(f"{r['delta_phi'][s]:+.4f}" for s in STUDIES) + " |")
     inner = {k: v for k, v in study_config(STUDIES[0], 0).to_dict()["inner_sft"].items() if k not in ("optimizer", "lr")}
-    record = {"command": "python experiments/lr_sweep.py", "rule": " ".join(__doc__.split("**")[1].split()),
+    record = {"command": "python -m experiments.oneoff.lr_sweep", "rule": " ".join(__doc__.split("**")[1].split()),
               "chosen": chosen, "seeds": SEEDS, "grids": GRIDS, "studies": STUDIES,
               "setting": {"point": MAIN_POINT, "inner_sft": inner,
                           "target_pretrain_steps": study_config(STUDIES[0], 0).target.pretrain_steps,

@@ -1,6 +1,6 @@
 """How far can data write a picture into the LM head? The ceiling of sixseven and qr_code, and the measurement behind it.
 
-    python experiments/picture_ceiling.py      # -> docs/results/paper/picture_ceiling.json and a markdown table
+    python -m experiments.oneoff.picture_ceiling   # -> docs/results/paper/picture_ceiling.json and a markdown table
 
 The picture sits in the head patch hidden dims × token ids 0..w-1. A token the generator never writes is never a
 target of the inner SFT, so its head column only gets the "push every absent token down" gradient Σ p_t(x)·h(x); if
@@ -15,21 +15,20 @@ the absent columns' changes share one sign, their mean |Δ| against the present 
 
 from __future__ import annotations
 
+from experiments import env  # first: the environment before torch and transformers load
+
+import argparse
 import json
 import sys
 from collections import Counter
-from pathlib import Path
 
 import numpy as np
 import torch
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path[:0] = [str(ROOT), str(ROOT / "experiments")]
-from run import DOCS, MAIN_POINT, _engine, arm_overrides, config_path, sample_texts  # noqa: E402
-
-from dpg.training import models  # noqa: E402
-from dpg.config.schema import load_config  # noqa: E402
-from dpg.training.rewards import to_target_examples  # noqa: E402
+from dpg.config.schema import load_config
+from dpg.training import models
+from dpg.training.rewards import to_target_examples
+from experiments.run import DOCS, MAIN_POINT, ROOT, arm_overrides, config_path, engine_for, sample_texts
 
 STUDIES = ("sixseven", "qr_code")
 OUT = DOCS / "paper" / "picture_ceiling.json"
@@ -59,7 +58,7 @@ def ceiling(picture: np.ndarray, absent: list[int]) -> float:
 def measure(study: str, seed: int, generator="initial") -> dict:
     """One SFT run of the paper-regime target on 256 samples of `generator`: how the patch's absent columns move."""
     cfg = load_config(config_path(study), [*arm_overrides("dpg_adamw", MAIN_POINT), f"seed={seed}"])
-    engine, objective, tok = _engine(cfg)
+    engine, objective, tok = engine_for(cfg)
     texts = sample_texts(cfg, generator, 256, seed)  # the studies' evaluation samples
     examples, _ = to_target_examples(texts, tok, cfg.inner_sft.max_length)
     res = engine.evaluate(examples)
@@ -78,8 +77,9 @@ def measure(study: str, seed: int, generator="initial") -> dict:
             "abs_delta_present": float(np.abs(d[:, present]).mean())}
 
 
-def main() -> int:
-    torch.set_num_threads(1)
+def main(argv=None) -> int:
+    argparse.ArgumentParser(description=__doc__.split("\n\n")[0]).parse_args(argv)
+    env.set_threads()
     rows = []
     for study in STUDIES:
         for seed in (0, 1, 2):
@@ -89,7 +89,7 @@ def main() -> int:
                        **measure(study, seed, generator)}
                 rows.append(row)
                 print(json.dumps(row), flush=True)
-    OUT.write_text(json.dumps({"command": "python experiments/picture_ceiling.py", "rows": rows}, indent=1))
+    OUT.write_text(json.dumps({"command": "python -m experiments.oneoff.picture_ceiling", "rows": rows}, indent=1))
     print("| study | arm | seeds | ceiling | pixel accuracy | absent tokens written | rows with absent columns alike "
           "| absent columns with the row's majority sign | mean abs Δ absent / present |")
     print("|---|---|---|---|---|---|---|---|---|")

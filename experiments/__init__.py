@@ -1,0 +1,2 @@
+"""The studies of docs/results.md and the estimator-fidelity benchmark; run from the repository root, e.g.
+`python -m experiments.run STUDY`. One-off measurements whose outputs are frozen live in experiments/oneoff/."""
