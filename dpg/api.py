@@ -50,6 +50,9 @@ def train(cfg: DPGConfig, resume: bool = False, verbosity: str | None = None, ov
     elif done := checkpoints.finished(cfg.output_dir, cfg.grpo.steps):
         print(done)
         return Path(cfg.output_dir)
+    from dpg.run.console import quiet_libraries
+
+    quiet_libraries(verbosity or cfg.logging.verbosity)  # before TRL is imported: some of its noise is printed then
     from dpg.training import trainer
 
     trainer.train(cfg, resume=resume, verbosity=verbosity, overwrite=overwrite)

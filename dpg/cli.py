@@ -276,6 +276,9 @@ def _train(args) -> int:
     if args.stand_in and not args.dry_run:
         raise ValueError("train: --stand-in only goes with --dry-run (stand-in models are never trained)")
     if args.dry_run:
+        from dpg.run.console import quiet_libraries
+
+        quiet_libraries(args.verbosity or cfg.logging.verbosity)  # before dryrun imports TRL and loads the models
         from dpg.tools import dryrun
         from dpg.training import models
 
@@ -329,9 +332,13 @@ def _calibrate(args) -> int:
     if not 0 < args.threshold <= 1:
         raise ValueError(f"--threshold: must be in (0, 1], got {args.threshold}")
     cfg = _config(args)
+    from dpg.run.console import Console, quiet_libraries
+
+    quiet_libraries(args.verbosity or "info")  # before the models load
     from dpg.tools import calibrate
 
-    result = calibrate.calibrate(cfg, batches=args.batches, threshold=args.threshold, seed=args.seed)
+    result = calibrate.calibrate(cfg, batches=args.batches, threshold=args.threshold, seed=args.seed,
+                                 progress=Console(args.verbosity or "info").info)
     print(result.table())
     print(result.recommendation)
     if args.out:
@@ -345,7 +352,7 @@ def _plot(args) -> int:
     out = plotting.plot(args.run_dirs, args.out)
     print(f"wrote {out}")
     for run_dir in args.run_dirs:  # where each run started and ended: the numbers behind the picture
-        rows = plotting.load_run(run_dir).rows
+        rows = plotting.load_run(run_dir, warn=lambda torn: None).rows  # a torn line was named while plotting
         print(f"{run_dir}: Φ {rows[0]['phi']:.6g} (step {rows[0]['step']}) → {rows[-1]['phi']:.6g} "
               f"(step {rows[-1]['step']})")
     return 0

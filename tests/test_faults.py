@@ -309,8 +309,8 @@ def test_datasets_and_prompts_name_the_file_and_line(tmp_path, capsys):
 def test_a_chat_completion_without_text_is_an_error_naming_the_row():
     fn = reward_fn()
     completions = [[{"role": "assistant", "content": "The river."}]] * 8
-    completions[5] = [{"role": "assistant", "content": None}]
-    with pytest.raises(RuntimeError, match=r"completion 5: the assistant message's content is None, not text"):
+    completions[5] = [{"role": "assistant", "content": [{"type": "text", "text": "The river."}]}]  # None is empty
+    with pytest.raises(RuntimeError, match=r"completion 5: the assistant message's content is \[\{'type'.*, not text"):
         fn.score(["p"] * 8, completions, step=1)
 
 

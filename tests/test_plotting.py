@@ -2,12 +2,14 @@
 
 import json
 
+import numpy as np
 import pytest
 import yaml
 from PIL import Image
 
-from dpg.run import plotting
 from dpg.cli import main
+from dpg.run import plotting
+from dpg.run.checkpoints import RunDirError, read_log, reconcile_log
 
 
 def make_run(path, steps=40, per_step=(8, 4), phi0=-6.0, failed_step=None):
@@ -81,3 +83,40 @@ def test_plot_errors_name_the_directory(tmp_path, capsys):
     assert "log.jsonl has no scored steps yet" in capsys.readouterr().err
     with pytest.raises(ValueError, match="at least one run directory"):
         plotting.plot([])
+
+
+def test_step_axes_have_integer_ticks_and_no_panel_is_empty(tmp_path):
+    run_dir = make_run(tmp_path / "run", steps=3)
+    log = run_dir / "log.jsonl"
+    rows = [json.loads(line) for line in log.read_text().splitlines()]
+    for row in rows:  # one-word completions: distinct-2 and repetition are undefined at every step
+        row["text"].update(distinct_2=None, repetition=None)
+    log.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    fig = plotting.figure([plotting.load_run(run_dir)])
+    shown = [ax for ax in fig.axes if ax.get_visible() and ax.get_title()]
+    assert "completions: distinct-2, repetition" not in [ax.get_title() for ax in shown]  # no panel of nothing
+    assert len(shown) == 5 and all(any(np.isfinite(line.get_ydata()).any() for line in ax.get_lines())
+                                   for ax in shown)
+    for ax in shown:  # three steps: ticks at 1, 2, 3 (and whole examples on top), never at 1.5
+        for axis in (ax, *ax.child_axes):
+            ticks = axis.xaxis.get_majorticklocs()
+            assert len(ticks) and all(t == int(t) for t in ticks), (ax.get_title(), ticks)
+    assert sum(ax.get_visible() for ax in fig.axes if not ax.get_title()) == 0  # the grid's spare slot is hidden
+
+
+def test_a_torn_line_inside_the_log_is_left_out_with_a_warning(tmp_path, capsys):
+    run_dir = make_run(tmp_path / "run", steps=10)
+    log = run_dir / "log.jsonl"
+    lines = log.read_text().splitlines()
+    lines[4] = lines[4][:25]  # step 5, cut mid-write (a disk that filled up, a copy cut short)
+    log.write_text("\n".join(lines) + "\n")
+    assert main(["plot", str(run_dir)]) == 0
+    out, err = capsys.readouterr()
+    assert err == f"warning: {log} line 5 is torn or not JSON ({lines[4]!r}); left out\n"  # once, naming the line
+    assert (run_dir / "curves.png").is_file() and f"{run_dir}: Φ -6.05 (step 1) → -5.4 (step 10)" in out
+    assert [r["step"] for r in plotting.load_run(run_dir, warn=lambda torn: None).rows] == [1, 2, 3, 4, 6, 7, 8, 9,
+                                                                                           10]
+    with pytest.raises(RunDirError, match="line 5 is torn or not JSON"):  # strict unless told to warn
+        read_log(log)
+    with pytest.raises(RunDirError, match="line 5 is torn or not a log record"):  # --resume after it stays refused
+        reconcile_log(log, 8)

@@ -7,7 +7,8 @@ from transformers import PreTrainedTokenizerFast
 
 from dpg import InnerSFTConfig, MetagradEngine
 from dpg.config.schema import DPGConfig, GRPOSection, RewardConfig
-from dpg.training.rewards import advantages, completion_text, compute_rewards, sft_runs, to_target_examples
+from dpg.training.rewards import (advantages, completion_text, completion_texts, compute_rewards, sft_runs,
+                                  to_target_examples)
 from dpg.training.batch_reward import DPGReward
 
 MARK = 7  # the token id the objective wants the target to predict
@@ -139,6 +140,27 @@ def test_reward_callable_scores_text_from_another_tokenizer():
     rewards = DPGReward(eng, tok, cfg)(prompts=["p", "p", "q", "q"], completions=texts)
     examples, _ = to_target_examples(texts, tok, 16)
     assert rewards == eng.run(examples).metagrads.tolist()
+
+
+def test_a_chat_completion_without_content_is_scored_as_empty_text_and_counted():
+    """An assistant message whose content is None (the model wrote no text, e.g. only a tool call) is the empty
+    completion, counted in `empty_content`; never the text "None". Content of another kind is an error naming it."""
+    said, silent = [{"role": "assistant", "content": "abc"}], [{"role": "assistant", "content": None}]
+    texts, empty_content = completion_texts([said, silent, [{"role": "assistant"}], "ja"])
+    assert texts == ["abc", "", "", "ja"] and empty_content == 2
+    cfg = DPGConfig(grpo=GRPOSection(prompts_per_step=2, num_generations=2, micro_batch_size=4))
+    cfg.inner_sft = InnerSFTConfig(optimizer="sgd", lr=0.5, microbatch_size=2, max_length=16, dtype=torch.float64)
+    eng = MetagradEngine(tiny_gpt2(vocab_size=14), lambda m, p: -p["lm_head.weight"].norm(), cfg.inner_sft)
+    reward = DPGReward(eng, char_tokenizer(), cfg)
+    chat = reward.score(["p", "p", "q", "q"], [said, silent, said, [{"role": "assistant", "content": "hij"}]], step=1)
+    assert chat["completions"] == ["abc", "", "abc", "hij"] and chat["empty_content"] == 1
+    plain = reward.score(["p", "p", "q", "q"], ["abc", "", "abc", "hij"], step=1)
+    assert torch.equal(chat["rewards"], plain["rewards"]) and plain["empty_content"] == 0
+    parts = [{"role": "assistant", "content": [{"type": "text", "text": "abc"}]}]
+    with pytest.raises(TypeError, match=r"^completion 1: the assistant message's content is \[\{'type': 'text'"):
+        completion_texts([said, parts])
+    with pytest.raises(TypeError, match="^completion 0: expected a string or a list of chat messages, got NoneType"):
+        completion_texts([None])
 
 
 def test_reward_callable_leave_group_out_draws_a_seeded_partition_per_call():

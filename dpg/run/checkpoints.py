@@ -14,6 +14,7 @@ import hashlib
 import json
 import os
 import re
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -251,9 +252,11 @@ def reconcile_log(path: str | Path, step: int) -> None:
         fsio.write_text(path, new, "cutting back the log")
 
 
-def read_log(path: str | Path) -> list[dict]:
-    """The records of a run's JSONL log. A torn last line (a kill mid-write, or a run still writing it) is left
-    out; a torn line anywhere else is an error naming it."""
+def read_log(path: str | Path, warn: Callable[[str], None] | None = None) -> list[dict]:
+    """The records of a run's JSONL log. A torn last line (a kill mid-write, or a run still writing it) is left out.
+    A torn line anywhere else (a disk that filled up, a copy cut short) is an error naming it, or, given `warn`, left
+    out with one line naming it passed to `warn`: reading a log to look at it (`dpg plot`) loses that step only.
+    `--resume` does not read through here: `reconcile_log` refuses any torn line before the checkpoint's step."""
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"no log at {path}" if not path.exists() else f"{path} is not a file")
@@ -265,5 +268,8 @@ def read_log(path: str | Path) -> list[dict]:
         except ValueError:
             if n == len(lines):
                 break
-            raise RunDirError(f"{path} line {n} is torn or not JSON ({line[:60]!r})") from None
+            torn = f"{path} line {n} is torn or not JSON ({line[:60]!r})"
+            if warn is None:
+                raise RunDirError(torn) from None
+            warn(f"{torn}; left out")
     return rows

@@ -1,6 +1,6 @@
 """What dpg prints while it trains: one compact line per GRPO step above a progress bar, warnings, a summary.
 
-    step  12/150  Φ -5.812  loss 5.812  reward std 3.1e-03 (eps 3.1e-06)  distinct-2 0.62  len 17.2  0.64 s/step
+    step  12/150  Φ -5.8123  loss 5.8123  reward std 3.1e-03 (eps 3.1e-06)  distinct-2 0.62  len 17.2  0.64 s/step
 
 `verbosity` (logging.verbosity, `-q` / `-v` on the command line): `quiet` prints warnings, errors and the final
 summary only; `info` (default) adds the step lines and, on a terminal, a progress bar; `debug` adds TRL's whole
@@ -11,7 +11,9 @@ log.jsonl (`trl`) and to wandb. Torch-free: the CLI prints with it before any mo
 from __future__ import annotations
 
 import contextlib
+import io
 import logging
+import math
 import re
 import sys
 import warnings
@@ -25,10 +27,10 @@ def step_line(record: dict, total: int) -> str:
     head = f"step {record['step']:>{width}}/{total}"
     if "reward_failed" in record:
         return f"{head}  reward failed, policy update skipped: {record['reward_failed']}"
-    parts = [head, f"Φ {record['phi']:.4g}"]
+    parts = [head, f"Φ {number(record['phi'])}"]
     if record["proxies"]:  # the objective's first proxy is its main readable number
         name, value = next(iter(record["proxies"].items()))
-        parts.append(f"{name} {value:.4g}")
+        parts.append(f"{name} {number(value)}")
     scale = record["advantage_scaling"]
     parts.append(f"reward std {scale['raw_std']:.1e} (eps {scale['eps_floor']:.1e})")
     text = record.get("text")
@@ -38,6 +40,15 @@ def step_line(record: dict, total: int) -> str:
         parts.append(f"len {text['mean_words']:.1f}")
     parts.append(f"{record['seconds']['total']:.2f} s/step")
     return "  ".join(parts)
+
+
+def number(value: float) -> str:
+    """Φ (and the main proxy) as dpg prints it: four decimals, so successive lines align and compare digit by digit
+    (l2_norm's Φ moves by ~0.002 around −32, which four significant digits would print as −32 every step); in
+    scientific notation where four decimals would hide the value (|x| < 1e-3) or outgrow the line (|x| ≥ 1e5)."""
+    if value != 0 and math.isfinite(value) and not 1e-3 <= abs(value) < 1e5:
+        return f"{value:.3e}"
+    return f"{value:.4f}"
 
 
 class Console:
@@ -118,7 +129,8 @@ _LOSS_TYPE_FILTER = _DropMatching(_LOSS_TYPE)
 
 def quiet_libraries(verbosity: str) -> None:
     """Drop the known-harmless warnings and progress bars of transformers, TRL and datasets (all shown at `debug`).
-    Imports transformers: called on the model side only."""
+    Imports transformers: called on the model side only, before the modules that build models and trainers are
+    imported (some of the noise is printed at import)."""
     if verbosity == "debug":
         return
     warnings.filterwarnings("ignore", message=_DEPRECATED, category=FutureWarning)
@@ -128,3 +140,8 @@ def quiet_libraries(verbosity: str) -> None:
 
     hf_logging.disable_progress_bar()  # "Loading weights", "Writing model shards": one bar per load/save
     datasets.disable_progress_bars()  # "Saving the dataset", "Map": one bar per dataset operation
+    # transformers' integrations module prints "[INFO] Running in WANDB offline mode" (a bare print, no log record)
+    # when it is first imported with WANDB_MODE=offline set: imported here with stdout muted, it stays silent when
+    # TRL's trainer imports it later. wandb still runs offline.
+    with contextlib.redirect_stdout(io.StringIO()):
+        import transformers.integrations.integration_utils  # noqa: F401

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import math
 import os
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -17,6 +18,7 @@ import yaml
 
 from dpg.run import fsio
 from dpg.run.checkpoints import CONFIG_FILE, LOG_FILE, read_log
+from dpg.run.console import Console, number
 
 TRL_STD_FLOOR = 1e-4  # TRL's fixed advantage floor, drawn for contrast with dpg's relative one
 
@@ -35,11 +37,13 @@ class Run:
         return [get(r) for r in self.rows]
 
 
-def load_run(run_dir: str | Path) -> Run:
+def load_run(run_dir: str | Path, warn: Callable[[str], None] | None = None) -> Run:
+    """A run's scored steps. A torn line in the middle of its log loses that step only: it is left out, and `warn`
+    (default: a warning on stderr) gets a line naming it."""
     run_dir = Path(run_dir)
     if not (run_dir / LOG_FILE).is_file():
         raise ValueError(f"{run_dir}: not a run directory (no {LOG_FILE}; `dpg train` writes one)")
-    rows = [r for r in read_log(run_dir / LOG_FILE) if "phi" in r]
+    rows = [r for r in read_log(run_dir / LOG_FILE, warn=warn or Console().warn) if "phi" in r]
     if not rows:
         raise ValueError(f"{run_dir}: {LOG_FILE} has no scored steps yet")
     per_step = collapse = None
@@ -94,6 +98,7 @@ def plot(run_dirs: list[str | Path], out: str | Path | None = None) -> Path:
 def figure(runs: list[Run]):
     """The matplotlib Figure of `plot` (runs from `load_run`; several are overlaid, one colour each)."""
     from matplotlib.figure import Figure  # the object API: no pyplot state, no backend switch in a notebook
+    from matplotlib.ticker import MaxNLocator
 
     for run, label in zip(runs, _labels([r.name for r in runs])):
         run.name = label
@@ -125,11 +130,13 @@ def figure(runs: list[Run]):
         ax.set_yscale(scale)
         ax.grid(alpha=0.3)
         ax.set_xlabel("examples seen (completions)" if by_examples else "GRPO step", fontsize=10)
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))  # steps and examples count: no step 1.5 in a short run
         if not by_examples and len(per_steps) == 1 and None not in per_steps:
             k = next(iter(per_steps))
             top = ax.secondary_xaxis("top", functions=(lambda s, k=k: s * k, lambda e, k=k: e / k))
             top.set_xlabel("examples seen", fontsize=9)
             top.tick_params(labelsize=8)
+            top.xaxis.set_major_locator(MaxNLocator(integer=True))
         if sum(bool(label) for _, label, _, _ in lines) > 1:
             ax.legend(fontsize=8)
     for ax in axes[len(drawn):]:
@@ -139,8 +146,8 @@ def figure(runs: list[Run]):
                    ncols=min(len(runs), 4), fontsize=10)
     else:
         r = runs[0]
-        fig.suptitle(f"{r.name}: {len(r.rows)} GRPO steps, Φ {r.rows[0]['phi']:.4g} → {r.rows[-1]['phi']:.4g}",
-                     fontsize=12)
+        fig.suptitle(f"{r.name}: {len(r.rows)} GRPO steps, Φ {number(r.rows[0]['phi'])} → "
+                     f"{number(r.rows[-1]['phi'])}", fontsize=12)
     return fig
 
 
@@ -151,7 +158,9 @@ def _line(color: str, label: str):
 
 
 def panels(runs: list[Run]) -> list[tuple[str, str, list]]:
-    """(title, y scale, [(run index, label, values, style)]) for each panel worth drawing."""
+    """(title, y scale, [(run index, label, values, style)]) for each panel worth drawing: one whose own lines (not
+    its reference lines) hold a finite value somewhere. distinct-2 and repetition are undefined for completions of
+    under two words, so a run of them would otherwise leave a panel with a threshold line and no data."""
     several = len(runs) > 1
     found = [("Φ (higher is better)", "linear",
                [(i, "", r.series(lambda x: x["phi"]), {"raw_and_smooth": True})
@@ -201,7 +210,8 @@ def panels(runs: list[Run]) -> list[tuple[str, str, list]]:
         found.append(("seconds per step", "linear",
                        [(0, part.replace("_", " "), runs[0].series(lambda x, p=part: x["seconds"][p]),
                          {"color": f"C{j}"}) for j, part in enumerate(("generation", "reward", "policy_update"))]))
-    return found
+    return [panel for panel in found if any(math.isfinite(v) for _, _, ys, style in panel[2]
+                                            if not style.get("reference") for v in ys)]
 
 
 def _nan(v: float | None) -> float:

@@ -14,7 +14,7 @@ from dpg.config.schema import DPGConfig
 from dpg.engine.metagrad import MetagradEngine
 from dpg.errors import RewardError
 from dpg.training import heuristics
-from dpg.training.rewards import agreement, advantages, completion_text, compute_rewards, to_target_examples
+from dpg.training.rewards import agreement, advantages, completion_texts, compute_rewards, to_target_examples
 
 
 class DPGReward:
@@ -41,7 +41,7 @@ class DPGReward:
         r = self.cfg.reward
         n = self.cfg.grpo.num_generations
         try:
-            texts = [completion_text(c, row=i) for i, c in enumerate(completions)]
+            texts, empty_content = completion_texts(completions)
             examples, truncated = to_target_examples(texts, self.tokenizer, self.cfg.inner_sft.max_length)
             if self.heuristic is not None:  # rewards from the text alone; Φ still logged: one SFT per run, no metagrad
                 out = compute_rewards(self.engine, examples, n, "naive", r.batching)
@@ -58,6 +58,7 @@ class DPGReward:
         self.last = {"rewards": out.rewards, "advantages": adv, "value": out.value, "proxies": out.proxies,
                      "params": out.params,
                      "info": info, "runs": out.runs, "inner_steps": out.inner_steps, "truncated": truncated,
+                     "empty_content": empty_content,
                      "prompts": list(prompts),
                      "completions": texts, "seconds": time.perf_counter() - t0}
         return self.last

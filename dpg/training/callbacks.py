@@ -90,6 +90,7 @@ class StepLogger(TrainerCallback):
             "sft_runs": last["runs"],
             "inner_steps": last["inner_steps"],  # {"total", "from_kept_graphs"}: inner_sft.graph_budget_mb at work
             "truncated": last["truncated"],
+            "empty_content": last["empty_content"],  # chat messages without content, scored as empty completions
             "text": last["text"],
             "seconds": {"generation": gen_and_score - last["seconds"], "reward": last["seconds"],
                         "policy_update": total - gen_and_score, "total": total},

@@ -43,17 +43,32 @@ def completion_text(completion, row: int | None = None) -> str:
     """TRL gives a string, or for chat prompts a list of messages whose last one is the assistant's.
 
     The text is made valid UTF-8: characters that cannot be encoded (lone surrogates) become "?", since tokenizers
-    reject them. A message whose content is not text (None for a tool call, a list of parts) is an error naming
-    `row`: it is never trained on as the string "None".
+    reject them. An assistant message without content (None: the model wrote no text, e.g. only a tool call) is
+    the empty text, scored as writing nothing (`completion_texts` counts these); never the string "None". Content of
+    any other kind (a list of parts) is an error naming `row`.
     """
     name = "completion" if row is None else f"completion {row}"
+    if _without_content(completion):
+        return ""
     if isinstance(completion, list) and completion and isinstance(completion[-1], dict):
-        completion = completion[-1].get("content")
+        completion = completion[-1]["content"]
         if not isinstance(completion, str):
             raise TypeError(f"{name}: the assistant message's content is {completion!r}, not text")
     if not isinstance(completion, str):
         raise TypeError(f"{name}: expected a string or a list of chat messages, got {type(completion).__name__}")
     return completion.encode("utf-8", errors="replace").decode("utf-8")
+
+
+def completion_texts(completions: list) -> tuple[list[str], int]:
+    """The text of every completion of a batch (`completion_text`), and how many were assistant messages without
+    content, scored as empty text (logged per step as `empty_content`)."""
+    texts = [completion_text(c, row=i) for i, c in enumerate(completions)]
+    return texts, sum(_without_content(c) for c in completions)
+
+
+def _without_content(completion) -> bool:
+    return (isinstance(completion, list) and bool(completion) and isinstance(completion[-1], dict)
+            and completion[-1].get("content") is None)
 
 
 def to_target_examples(texts: list[str], tokenizer, max_length: int) -> tuple[list[list[int]], int]:

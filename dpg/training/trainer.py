@@ -27,7 +27,7 @@ from dpg.config import validation
 from dpg.config.schema import ConfigError, DPGConfig, check_environment
 from dpg.run import checkpoints, fsio
 from dpg.run.checkpoints import CONFIG_FILE, LOG_FILE, read_log
-from dpg.run.console import Console, quiet_libraries
+from dpg.run.console import Console, number, quiet_libraries
 from dpg.run.finite import FiniteGuard, check_loss, check_weights
 from dpg.training import models
 from dpg.training.assembly import build_engine, check_prompt_count, load_generator, load_prompts, lora_config
@@ -68,6 +68,16 @@ class DPGTrainer(GRPOTrainer):
             self.state.global_step = checkpoints.manifest_step(resume_from_checkpoint)
             return None
         return super().train(resume_from_checkpoint=resume_from_checkpoint, **kwargs)
+
+    def _issue_warnings_after_load(self, load_result):
+        """HF's report of missing and unexpected keys after `--resume` loads a checkpoint's weights, less a tied head.
+        save_pretrained writes a tensor that two names share once (the tied LM head is the input embeddings), so HF
+        calls the head's key missing although loading the embeddings restored it, bit for bit. A missing key that
+        shares its tensor with no loaded key is still reported."""
+        state = self.model.state_dict()
+        loaded = {(t.data_ptr(), t.shape) for k, t in state.items() if k not in load_result.missing_keys}
+        missing = [k for k in load_result.missing_keys if (state[k].data_ptr(), state[k].shape) not in loaded]
+        super()._issue_warnings_after_load(load_result._replace(missing_keys=missing))
 
     def _calculate_rewards(self, inputs, prompts, completions, completion_ids_list):
         # Gather first: every process then holds the whole batch, in TRL's process order.
@@ -209,10 +219,13 @@ def train(cfg: DPGConfig, resume: bool = False, verbosity: str | None = None, ov
 
 
 def summary(rows: list[dict], seconds: float, final: Path) -> str:
-    """The line a finished `dpg train` ends with: steps, wall time, Φ first → last, where the generator is."""
-    scored = [r for r in rows if "phi" in r]
-    phi = (f"; Φ {scored[0]['phi']:.4g} (step {scored[0]['step']}) → {scored[-1]['phi']:.4g} (step "
-           f"{scored[-1]['step']})" if scored else "")
+    """The line a finished `dpg train` ends with: steps, wall time, Φ at the start → at the end, where the generator
+    is. One step's Φ is that of one batch of completions, noisy: each end is the mean of k scored steps, k = 10, or
+    half the scored steps of a shorter run."""
+    scored = [r["phi"] for r in rows if "phi" in r]
+    k = max(1, min(10, len(scored) // 2))
+    which = "first and last scored step" if k == 1 else f"means of the first and last {k} scored steps"
+    phi = (f"; Φ {number(sum(scored[:k]) / k)} → {number(sum(scored[-k:]) / k)} ({which})" if scored else "")
     return f"done: {len(rows)} steps logged, {seconds:.0f} s{phi}; final generator: {final}"
 
 
