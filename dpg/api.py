@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import dataclasses
 import sys
+import time
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -72,7 +73,7 @@ def generate(cfg: DPGConfig, n: int, out: str | Path, generator: str | Path | No
     from dpg.training import assembly, sampling
 
     console.quiet_libraries(verbosity)
-    model, tok = _generator(cfg, generator)
+    model, tok = _generator(cfg, generator, Console(verbosity, cfg.logging.progress))
     rows = sampling.sample(model, tok, assembly.load_prompts(cfg), n, cfg.grpo.max_completion_length,
                            cfg.grpo.temperature if temperature is None else temperature, seed,
                            progress=_bars(verbosity))
@@ -96,34 +97,46 @@ def evaluate(cfg: DPGConfig, generators: Sequence[str | Path] = (), data: Sequen
     names = [str(x) for x in (*generators, *data)]
     if len(set(names)) < len(names):
         raise ValueError(f"evaluate: a source is named twice in {names}")
-    console = Console(verbosity)
+    console = Console(verbosity, cfg.logging.progress)
     from dpg.training import assembly, sampling
-    from dpg.run.console import quiet_libraries
+    from dpg.run.console import number, quiet_libraries
     from dpg.engine.metagrad import MetagradEngine
     from dpg.training.rewards import to_target_examples
 
     quiet_libraries(verbosity)
+    count = len(names) * repeats
+    sampled = f", on {n} completions sampled per generator and repeat" if generators else ""
+    console.info(f"dpg evaluate: {count} fresh SFT run{'s' if count > 1 else ''} of the target (sources × repeats: "
+                 f"{len(names)} × {repeats}){sampled}")
     # Sources first (generators sampled one at a time, then freed), so a bad path fails before any SFT runs.
     texts: dict[str, list[list[str]]] = {}  # source -> completions of each repeat
     for path in data:
         texts[str(path)] = [sampling.read_completions(path)] * repeats
     prompts = assembly.load_prompts(cfg) if generators else []
     for gen in generators:
-        model, tok = _generator(cfg, None if str(gen) == "initial" else gen)
+        model, tok = _generator(cfg, None if str(gen) == "initial" else gen, console)
         texts[str(gen)] = [[row["completion"] for row in sampling.sample(
             model, tok, prompts, n, cfg.grpo.max_completion_length, cfg.grpo.temperature, seed + r,
             progress=_bars(verbosity))] for r in range(repeats)]
         del model
-    engine, _, target_tok = assembly.build_engine(cfg)
+    engine, _, target_tok = assembly.build_engine(cfg, console=console)
     runs: dict[str, list] = {name: [] for name in names}  # (result, examples, truncated) per repeat
-    for r in range(repeats):
-        inner = dataclasses.replace(cfg.inner_sft, seed=cfg.inner_sft.seed + r)
-        eng = engine if r == 0 else MetagradEngine(engine.model, engine.objective, inner)
-        for name in names:
-            examples, truncated = to_target_examples(texts[name][r], target_tok, cfg.inner_sft.max_length)
-            res = eng.evaluate(examples)
-            runs[name].append((res, len(examples), truncated))
-            console.debug(f"repeat {r + 1}/{repeats} {name}: Φ = {res.value:.6g} {res.proxies}")
+    start = time.perf_counter()
+    with console.progress(count, description="fresh SFT runs"):
+        for r in range(repeats):
+            inner = dataclasses.replace(cfg.inner_sft, seed=cfg.inner_sft.seed + r)
+            eng = engine if r == 0 else MetagradEngine(engine.model, engine.objective, inner)
+            for name in names:
+                examples, truncated = to_target_examples(texts[name][r], target_tok, cfg.inner_sft.max_length)
+                res = eng.evaluate(examples)
+                runs[name].append((res, len(examples), truncated))
+                console.debug(f"repeat {r + 1}/{repeats} {name}: Φ = {res.value:.6g} {res.proxies}")
+                console.advance()
+            if repeats > 1:  # a line per repeat, so a log file shows the progress too
+                left = (time.perf_counter() - start) / (r + 1) * (repeats - r - 1)  # the repeats cost alike
+                console.info(f"repeat {r + 1}/{repeats}: Φ " + ", ".join(f"{name} {number(runs[name][-1][0].value)}"
+                                                                        for name in names)
+                             + (f"; about {left:.0f} s left" if r + 1 < repeats else ""))
     generator_names = {str(g) for g in generators}
     sources = [SourceResult(name, "generator" if name in generator_names else "data",
                             Estimate([res.value for res, _, _ in runs[name]]),
@@ -138,9 +151,9 @@ def _bars(verbosity: str) -> bool:
     return verbosity != "quiet" and sys.stderr.isatty()
 
 
-def _generator(cfg: DPGConfig, path: str | Path | None):
-    """(model, tokenizer): the config's generator (path None) or one saved in a directory, checked whole first
-    (dpg/run/checkpoints.py); errors name the directory."""
+def _generator(cfg: DPGConfig, path: str | Path | None, console: Console | None = None):
+    """(model, tokenizer): the config's generator (path None; a first-run pretraining shows its progress on
+    `console`) or one saved in a directory, checked whole first (dpg/run/checkpoints.py); errors name the directory."""
     from safetensors import SafetensorError
 
     from dpg.run import checkpoints
@@ -148,7 +161,7 @@ def _generator(cfg: DPGConfig, path: str | Path | None):
     from dpg.training import assembly, models
 
     if path is None:
-        return assembly.load_generator(cfg)
+        return assembly.load_generator(cfg, console)
     why = checkpoints.model_dir_problem(path)
     if why is not None:
         raise ValueError(f"--generator {path}: {why}")

@@ -95,8 +95,8 @@ def main(argv: list[str] | None = None) -> int:
     cal.add_argument("overrides", nargs="*", help=OVERRIDES_HELP)
     cal.add_argument("--batches", type=int, default=4, help="generation batches of the configured size to measure (default 4)")
     cal.add_argument("--threshold", type=float, default=0.5,
-                     help="metagrad is recommended when its Spearman ρ and gradient cosine to loo reach this "
-                          "(default 0.5)")
+                     help="the least gradient cosine with loo an estimator must reach to be recommended; below "
+                          "it, loo itself is (default 0.5)")
     cal.add_argument("--seed", type=int, default=0, help="seed of the batches' prompts and samples (default 0)")
     cal.add_argument("--out", help="write the table as JSON here")
 
@@ -338,7 +338,7 @@ def _calibrate(args) -> int:
     from dpg.tools import calibrate
 
     result = calibrate.calibrate(cfg, batches=args.batches, threshold=args.threshold, seed=args.seed,
-                                 progress=Console(args.verbosity or "info").info)
+                                 console=Console(args.verbosity or "info", cfg.logging.progress))
     print(result.table())
     print(result.recommendation)
     if args.out:

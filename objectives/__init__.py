@@ -8,6 +8,7 @@ returning readable floats. See docs/objectives.md.
     objective = objectives.from_config({"name": "l2_norm"})
     objective = objectives.get("my_package.my_module:make_objective", scale=2.0)   # your own, imported by name
     objective = objectives.get("path/to/my_objective.py:MyObjective")             # or from a file
+    objectives.check_config({"name": "l2_norm", "weight": "lm_head.weight"})     # name and parameters, no model
 
 'module.path:callable' is looked up on sys.path and then in the working directory (a console script such as `dpg`
 does not have it on sys.path, unlike `python -m`); 'path/to/file.py:callable' loads that file (relative to the
@@ -16,6 +17,7 @@ working directory).
 
 from __future__ import annotations
 
+import difflib
 import hashlib
 import importlib
 import importlib.util
@@ -29,9 +31,10 @@ from dpg.objectives.pictures import save_pattern_png
 from dpg.objectives.text import TargetString, TextLoss
 from dpg.objectives.weights import L2Norm, WeightPattern, load_pattern, qr_pattern
 
-__all__ = ["get", "from_config", "register", "names", "save_pattern_png", "load_pattern", "qr_pattern",
-           "L2Norm", "WeightPattern", "TextLoss", "TargetString"]
+__all__ = ["get", "from_config", "check_config", "register", "names", "save_pattern_png", "load_pattern",
+           "qr_pattern", "L2Norm", "WeightPattern", "TextLoss", "TargetString"]
 
+# The built-ins: dpg.config.names.OBJECTIVES lists the same names, so the config layer knows them without torch.
 _REGISTRY = {"l2_norm": L2Norm, "weight_pattern": WeightPattern, "text_loss": TextLoss, "target_string": TargetString}
 
 
@@ -74,9 +77,15 @@ def _import(spec: str, key: str):
     obj = module
     for part in attr.split("."):
         if not hasattr(obj, part):
-            raise ValueError(f"{key}: {module_name!r} has no attribute {attr!r} (objective {spec!r})")
+            raise ValueError(f"{key}: {module_name!r} has no attribute {attr!r}"
+                             f"{_guess(part, [n for n in dir(obj) if not n.startswith('_')])} (objective {spec!r})")
         obj = getattr(obj, part)
     return obj
+
+
+def _guess(word: str, choices) -> str:
+    """': did you mean 'x'?' for the closest of `choices` (difflib), or nothing."""
+    return "".join(f": did you mean {c!r}?" for c in difflib.get_close_matches(word, list(choices), n=1))
 
 
 def _load_module(module_name: str, spec: str, key: str):
@@ -111,30 +120,41 @@ def _load_file(filename: str, spec: str, key: str):
 
 
 def _build(obj, params: dict, label: str):
-    if not callable(obj):
-        raise ValueError(f"objective {label}: {obj!r} is not callable")
-    if _is_objective_itself(obj):
-        if params:
-            raise ValueError(f"objective {label}: it is objective(model, params) itself and takes no parameters, "
-                             f"got {sorted(params)}")
-        return obj
-    try:
-        sig = inspect.signature(obj)
-    except (TypeError, ValueError):
-        sig = None
-    if sig is not None:
-        # Check the keywords before calling, so a TypeError raised inside the factory is never mislabelled.
-        try:
-            sig.bind(**params)
-        except TypeError as e:
-            accepted = [p.name for p in sig.parameters.values()
-                        if p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)]
-            raise ValueError(f"objective {label}: {e}; accepted parameters: {accepted}") from None
-    objective = obj(**params)
+    _check_parameters(obj, params, label)
+    objective = obj if _is_objective_itself(obj) else obj(**params)
     if not callable(objective):
         raise ValueError(f"objective {label}: the factory returned {type(objective).__name__}, "
                          "not a callable objective(model, params)")
     return objective
+
+
+def _check_parameters(obj, params: dict, label: str) -> None:
+    """The parameters against the factory's signature, before it is called (so a TypeError raised inside the factory
+    is never mislabelled): a misspelt one is named with the closest accepted one, a missing one by its name."""
+    if not callable(obj):
+        raise ValueError(f"objective {label}: {obj!r} is not callable")
+    if _is_objective_itself(obj):
+        if params:
+            raise ValueError(f"objective.{sorted(params)[0]}: objective {label} is objective(model, params) itself "
+                             f"and takes no parameters, got {sorted(params)}")
+        return
+    try:
+        sig = inspect.signature(obj)
+    except (TypeError, ValueError):
+        return  # a builtin without a signature: calling it will say what is wrong
+    accepted = [p.name for p in sig.parameters.values() if p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)]
+    if not any(p.kind == p.VAR_KEYWORD for p in sig.parameters.values()):
+        for key in params:
+            if key not in accepted:
+                raise ValueError(f"objective.{key}: objective {label} has no parameter {key!r}{_guess(key, accepted)}"
+                                 f" (accepted: {accepted})")
+    for p in sig.parameters.values():
+        if p.default is p.empty and p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY) and p.name not in params:
+            raise ValueError(f"objective.{p.name}: objective {label} needs this parameter (accepted: {accepted})")
+    try:
+        sig.bind(**params)
+    except TypeError as e:  # e.g. a positional-only parameter
+        raise ValueError(f"objective {label}: {e}; accepted parameters: {accepted}") from None
 
 
 def _resolve(name, key: str = "name"):
@@ -146,8 +166,9 @@ def _resolve(name, key: str = "name"):
         return _REGISTRY[name]
     if ":" in name:
         return _import(name, key)
-    raise ValueError(f"{key}: unknown objective {name!r}; known: {names()}, or 'package.module:callable' / "
-                     "'path/to/file.py:callable' for your own")
+    # the same words as the config layer's check (dpg/config/validation.py), which sees the built-in names only
+    raise ValueError(f"{key}: unknown objective {name!r}{_guess(name, names())} (known: {names()}, or "
+                     "'package.module:callable' / 'path/to/file.py:callable' for your own)")
 
 
 def _keywords(factory) -> set[str]:
@@ -171,6 +192,20 @@ def from_config(config: Mapping, **context):
     `context` (e.g. model=target, tokenizer=target_tokenizer) is passed to a factory that names the parameter, unless
     the config sets it; a `tokenizer_path` in the config also replaces the context's tokenizer.
     """
+    name, factory, params = _factory(config, context)
+    return _build(factory, params, repr(name))
+
+
+def check_config(config: Mapping, context=()) -> None:
+    """What `from_config` checks before it builds anything: the name resolves (a module or file is imported) and
+    the parameters fit the factory, the `context` names (e.g. "model", "tokenizer") counted as given where the
+    factory takes them. `dpg` calls it before loading the target, so a misspelt parameter costs no model load."""
+    name, factory, params = _factory(config, dict.fromkeys(context))
+    _check_parameters(factory, params, repr(name))
+
+
+def _factory(config: Mapping, context: dict):
+    """(name, factory, parameters) of a config mapping, with the context objects the factory takes."""
     if not isinstance(config, Mapping) or "name" not in config:
         raise ValueError(f"objective config: expected a mapping with a 'name' key, got {config!r}")
     params = dict(config)
@@ -181,4 +216,4 @@ def from_config(config: Mapping, **context):
         replaced = key in params or (key == "tokenizer" and "tokenizer_path" in params)
         if key in accepted and not replaced:
             params[key] = value
-    return _build(factory, params, repr(name))
+    return name, factory, params

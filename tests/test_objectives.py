@@ -17,6 +17,7 @@ from torch.func import jvp
 from transformers import AutoModelForCausalLM, GPT2Config, PreTrainedTokenizerFast
 
 from dpg import objectives
+from dpg.config.names import OBJECTIVES
 from conftest import random_examples, tiny_gpt2
 from dpg.objectives.text import encode
 
@@ -504,17 +505,36 @@ def test_float32(key):
 
 
 def test_unknown_name_lists_known_names():
-    with pytest.raises(ValueError, match=r"unknown objective 'l3_norm'.*'l2_norm'.*'weight_pattern'"):
+    with pytest.raises(ValueError, match=r"unknown objective 'l3_norm': did you mean 'l2_norm'\? \(known: "
+                                         r"\['l2_norm', 'target_string', 'text_loss', 'weight_pattern'\]"):
         objectives.get("l3_norm")
 
 
+def test_the_config_layer_knows_the_built_in_names():
+    assert sorted(OBJECTIVES) == objectives.names()  # nothing registered at import but the built-ins
+
+
 def test_wrong_parameters_are_named():
-    with pytest.raises(ValueError, match="'wieght'.*accepted parameters: .*'weight'"):
+    with pytest.raises(ValueError, match=r"^objective.wieght: objective 'l2_norm' has no parameter 'wieght': did you "
+                                         r"mean 'weight'\? \(accepted: \['weight', 'model'\]\)$"):
         objectives.get("l2_norm", wieght="lm_head.weight")
-    with pytest.raises(ValueError, match="'string'"):
+    with pytest.raises(ValueError, match=r"^objective.string: objective 'target_string' needs this parameter"):
         objectives.get("target_string", tokenizer=char_tokenizer())
-    with pytest.raises(ValueError, match="'scael'"):
+    with pytest.raises(ValueError, match="'scael': did you mean 'scale'"):
         objectives.get("custom_objective_example:make_objective", scael=2.0)
+    with pytest.raises(ValueError, match=r"has no attribute 'mean_haed': did you mean 'mean_head'\?"):
+        objectives.get("custom_objective_example:mean_haed")
+
+
+def test_check_config_checks_name_and_parameters_without_a_model():
+    """What dpg checks before it loads the target: the context it will pass (model, tokenizer) counts as given."""
+    objectives.check_config({"name": "target_string", "string": "x"}, context=("model", "tokenizer"))
+    objectives.check_config({"name": "custom_objective_example:mean_head"}, context=("model", "tokenizer"))
+    with pytest.raises(ValueError, match="objective.strng: .*did you mean 'string'"):
+        objectives.check_config({"name": "target_string", "strng": "x"}, context=("model", "tokenizer"))
+    with pytest.raises(ValueError, match=r"objective.string: objective 'custom_objective_example:mean_head' is "
+                                         r"objective\(model, params\) itself and takes no parameters"):
+        objectives.check_config({"name": "custom_objective_example:mean_head", "string": "x"})
 
 
 def test_custom_objectives_by_module_path():

@@ -28,7 +28,7 @@ REPO = Path(__file__).resolve().parents[1]
 
 def test_skip_step_leaves_the_generator_untouched_and_logs_the_failure(tmp_path):
     args = ["train", "configs/quickstart.yaml", *FAST, "grpo.steps=2", "reward.on_error=skip_step",
-            "objective={name: 'flaky_objective:always_nan'}"]
+            "objective={name: 'flaky_objective:nan_after_sft'}"]
     assert main([*args, f"output_dir={tmp_path / 'run'}"]) == 0
     rows = read_log(tmp_path / "run/log.jsonl")
     assert [r["step"] for r in rows] == [1, 2]
@@ -41,11 +41,11 @@ def test_skip_step_leaves_the_generator_untouched_and_logs_the_failure(tmp_path)
 
 def test_raise_policy_stops_with_context(tmp_path, capsys):
     assert main(["train", "configs/quickstart.yaml", *FAST, "grpo.steps=2", f"output_dir={tmp_path}",
-                 "objective={name: 'flaky_objective:always_nan'}"]) == 1
+                 "objective={name: 'flaky_objective:nan_after_sft'}"]) == 1
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and err[0].startswith(
         "dpg train: error: reward computation failed at GRPO step 1 (4 completions, objective "
-        "'flaky_objective:always_nan', estimator metagrad): ")
+        "'flaky_objective:nan_after_sft', estimator metagrad): ")
 
 
 def reward_fn(max_length=32, batching="cross_group"):

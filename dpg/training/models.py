@@ -16,6 +16,7 @@ target, and the CPU sdpa kernel implements neither.
 
 from __future__ import annotations
 
+import contextlib
 import fcntl
 import functools
 import hashlib
@@ -24,6 +25,7 @@ import json
 import os
 import shutil
 import string
+import time
 from pathlib import Path
 from typing import Literal
 
@@ -374,8 +376,9 @@ def corpus_token_stream(tokenizer) -> torch.Tensor:
 
 
 def pretrain_lm(model: PreTrainedModel, tokenizer, steps: int = 300, lr: float = 3e-3, batch_size: int = 16,
-                seq_len: int = 64, seed: int = 0) -> list[float]:
+                seq_len: int = 64, seed: int = 0, on_step=None) -> list[float]:
     """Train `model` in place as a plain causal LM on random windows of the shipped corpus; return the step losses.
+    `on_step(k)`, if given, is called after step k (1-based): progress.
 
     AdamW, constant learning rate, gradient norm clipped at 1. Makes the tiny generator write corpus-like text, so
     GRPO starts from a policy that produces sentences rather than noise, and makes the tiny target a pretrained LM
@@ -412,6 +415,8 @@ def pretrain_lm(model: PreTrainedModel, tokenizer, steps: int = 300, lr: float =
             torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
             opt.step()
             losses.append(loss.item())
+            if on_step is not None:
+                on_step(len(losses))
     finally:
         model.train(was_training)
         torch.set_num_threads(threads)
@@ -419,7 +424,8 @@ def pretrain_lm(model: PreTrainedModel, tokenizer, steps: int = 300, lr: float =
 
 
 def pretrained_tiny_model(cache_dir: str | os.PathLike, *, role: Role, kind: str = "bpe", steps: int = 300,
-                          lr: float = 3e-3, batch_size: int = 16, seq_len: int = 64, seed: int = 0) -> Path:
+                          lr: float = 3e-3, batch_size: int = 16, seq_len: int = 64, seed: int = 0,
+                          console=None) -> Path:
     """Build the tiny `role` model (seeded init), LM-pretrain it on the shipped corpus once (`pretrain_lm`, the same
     seed drawing its windows), and cache it; return its directory.
 
@@ -427,6 +433,8 @@ def pretrained_tiny_model(cache_dir: str | os.PathLike, *, role: Role, kind: str
     included) and of the shipped text, so a change to either builds a new one. Load it with
     ``load_model(str(path), role=role)`` and ``load_tokenizer(...)``. Also holds ``pretrain_losses.json``.
     The tiny target is built with its head untied (TINY_DEFAULTS), so head and input embeddings pretrain separately.
+    `console` (dpg.run.console.Console): where a build shows its progress, a bar and a line with the time it will take
+    (a cache hit is silent).
     """
     _check_role(role)
     settings = dict(kind=kind, steps=steps, lr=lr, batch_size=batch_size, seq_len=seq_len, seed=seed,
@@ -443,10 +451,32 @@ def pretrained_tiny_model(cache_dir: str | os.PathLike, *, role: Role, kind: str
             return path
         tok = build_tokenizer(kind)
         model = load_model(f"tiny-{kind}", role=role, tokenizer=tok, seed=seed)
-        losses = pretrain_lm(model, tok, steps=steps, lr=lr, batch_size=batch_size, seq_len=seq_len, seed=seed)
+        with _pretraining_progress(console, role, steps, path) as on_step:
+            losses = pretrain_lm(model, tok, steps=steps, lr=lr, batch_size=batch_size, seq_len=seq_len, seed=seed,
+                                 on_step=on_step)
         record = json.dumps({"settings": settings, "losses": losses}, indent=1)
         with fsio.writing(path, f"caching the pretrained {role} in"):
             return save_model(model, tok, path, extra_files={"pretrain_losses.json": record})
+
+
+@contextlib.contextmanager
+def _pretraining_progress(console, role: str, steps: int, path: Path):
+    """A bar over the pretraining steps (on a terminal), and after the first 10 steps one line saying how long the
+    whole will take, measured on them: this happens once per setting, then the model comes from the cache."""
+    if console is None:
+        yield None
+        return
+    start = time.perf_counter()
+
+    def on_step(k: int) -> None:
+        console.advance()
+        if k == 10 and steps > 20:
+            left = (time.perf_counter() - start) / k * (steps - k)
+            console.info(f"pretraining the tiny {role} on the shipped corpus: {steps} steps, about {left:.0f} s left "
+                         f"(once: it is cached in {path})")
+
+    with console.progress(steps, description=f"pretraining the tiny {role}"):
+        yield on_step
 
 
 def pretrained_tiny_generator(cache_dir: str | os.PathLike, **settings) -> Path:

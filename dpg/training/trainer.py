@@ -12,6 +12,7 @@ update, the step log) are in `dpg.training.callbacks`.
 from __future__ import annotations
 
 import os
+import shlex
 import time
 from pathlib import Path
 
@@ -26,7 +27,7 @@ from trl import GRPOConfig, GRPOTrainer
 from dpg.config import validation
 from dpg.config.schema import ConfigError, DPGConfig, check_environment
 from dpg.run import checkpoints, fsio
-from dpg.run.checkpoints import CONFIG_FILE, LOG_FILE, read_log
+from dpg.run.checkpoints import CONFIG_FILE, LOG_FILE, checkpoint_dirs, read_log
 from dpg.run.console import Console, number, quiet_libraries
 from dpg.run.finite import FiniteGuard, check_loss, check_weights
 from dpg.training import models
@@ -60,6 +61,12 @@ class DPGTrainer(GRPOTrainer):
         if self.args.should_save:
             checkpoints.write_manifest(folder, self.state.global_step, resumable=True)
             checkpoints.rotate(folder.parent, self.dpg_reward.cfg.checkpoint.keep)
+
+    def create_model_card(self, model_name=None, dataset_name=None, tags=None, **kwargs):
+        """dpg's model card instead of TRL's (which TRL writes to output_dir/README.md at every checkpoint and
+        transformers before a push to the hub): what was trained and how to reproduce or resume it."""
+        if self.is_world_process_zero():
+            write_model_card(self.dpg_reward.cfg, self.state.global_step)
 
     def train(self, resume_from_checkpoint=None, **kwargs):
         if resume_from_checkpoint and checkpoints.manifest_step(resume_from_checkpoint) >= self.args.max_steps:
@@ -153,25 +160,33 @@ def use_bf16(cfg: DPGConfig) -> bool:
 def train(cfg: DPGConfig, resume: bool = False, verbosity: str | None = None, overwrite: bool = False) -> Path:
     """Run DPG; returns the directory of the final generator (HF format). `verbosity` overrides logging.verbosity.
     `resume`: continue the run in cfg.output_dir from its newest whole checkpoint (step 0 without one); `overwrite`:
-    delete the run there first."""
+    delete the run there first.
+
+    Everything that can fail fast does so before the run directory is written: the objective is tried on the initial
+    target (assembly.preflight) before the generator loads. A new run that stops before its first step is logged
+    leaves nothing behind (`forget_unstarted`), so the same command simply runs again."""
     check_environment(cfg)  # peft for generator.lora, vllm (and a GPU) for grpo.use_vllm: before anything is written
+    out = Path(cfg.output_dir)
+    existed = out.exists()
     # Under torchrun / `accelerate launch` this joins the process group (gloo on CPU); alone it is one process.
     procs = PartialState(cpu=not torch.cuda.is_available())  # cpu=True: else a GPU-less launch stays 1 process
     verbosity = verbosity or cfg.logging.verbosity
     console = Console(verbosity if procs.is_main_process else "quiet", cfg.logging.progress)
     quiet_libraries(verbosity)
     args = grpo_args(cfg, procs.num_processes)
-    out = Path(cfg.output_dir)
-    checkpoint = None
+    checkpoint, first = None, 0
     if resume:
         point = checkpoints.resume_point(out, cfg.grpo.steps)
         if point.finished:  # says so and changes nothing
             console.result(point.finished)
             return out / "final"
-        checkpoint = point.checkpoint
+        checkpoint, first = point.checkpoint, point.step
         validation.check_output_dir(cfg.output_dir)
     else:
         validation.check_new_run(cfg.output_dir, overwrite)
+    console.info(f"dpg train: {cfg.grpo.steps} GRPO steps of {cfg.grpo.completions_per_step} completions, objective "
+                 f"{cfg.objective['name']}, estimator {cfg.reward.estimator}; log: {out / LOG_FILE}"
+                 + (f"; resuming after step {first}" if first else ""))
     procs.wait_for_everyone()  # every process has checked the run directory before the main one writes to it
     if procs.is_main_process and resume:
         for line in point.warnings:
@@ -185,48 +200,135 @@ def train(cfg: DPGConfig, resume: bool = False, verbosity: str | None = None, ov
     torch.manual_seed(cfg.seed)
     prompts = load_prompts(cfg)
     check_prompt_count(cfg, prompts)
-    engine, objective, target_tok = build_engine(cfg, data_parallel=procs.num_processes > 1)
+    engine, objective, target_tok = build_engine(cfg, data_parallel=procs.num_processes > 1, console=console)
     with procs.main_process_first():  # the main process pretrains and caches the tiny generator; the others load it
-        generator, gen_tok = load_generator(cfg)
+        generator, gen_tok = load_generator(cfg, console)
     reward = DPGReward(engine, target_tok, cfg)
     trainer = DPGTrainer(model=generator, dpg_reward=reward, args=args, processing_class=gen_tok,
                          peft_config=lora_config(cfg),
                          train_dataset=Dataset.from_dict({"prompt": prompts}))
     trainer.add_callback(SkipFailedStep(reward))
     trainer.add_callback(FiniteGuard())
+    trainer.remove_callback(PrinterCallback)  # it prints TRL's whole metrics dict every step: log.jsonl has it
+    trainer.add_callback(StepLogger(reward, cfg, objective, engine.model, console))
     if procs.is_main_process:
         if overwrite:
             checkpoints.clear_run(out)
         fsio.make_dir(out)
         fsio.write_text(out / CONFIG_FILE, yaml.safe_dump(cfg.to_dict(), sort_keys=False))
-    trainer.remove_callback(PrinterCallback)  # it prints TRL's whole metrics dict every step: log.jsonl has it
-    trainer.add_callback(StepLogger(reward, cfg, objective, engine.model, console))
-    first = int(checkpoint.name.split("-")[1]) if checkpoint else 0
-    console.info(f"dpg train: {cfg.grpo.steps} GRPO steps of {cfg.grpo.completions_per_step} completions, objective "
-                 f"{cfg.objective['name']}, estimator {cfg.reward.estimator}; log: {out / LOG_FILE}"
-                 + (f"; resuming after step {first}" if checkpoint else ""))
+        write_model_card(cfg, first)
     t0 = time.perf_counter()
-    with console.progress(cfg.grpo.steps, completed=first):
-        trainer.train(resume_from_checkpoint=str(checkpoint) if checkpoint else None)
+    try:
+        with console.progress(cfg.grpo.steps, completed=first):
+            trainer.train(resume_from_checkpoint=str(checkpoint) if checkpoint else None)
+    except BaseException:
+        if procs.is_main_process and not resume:
+            forget_unstarted(out, existed)
+        raise
     final = trainer.model
     if hasattr(final, "merge_and_unload"):  # LoRA: fold the adapters in, so final/ is a plain HF model
         final = final.merge_and_unload()
     if procs.is_main_process:  # the replicas hold identical weights
         save_final(final, gen_tok, out / "final", trainer.state.global_step)
+        write_model_card(cfg, trainer.state.global_step)
         console.result(summary(read_log(out / LOG_FILE), time.perf_counter() - t0, out / "final"))
     procs.wait_for_everyone()
     return out / "final"
 
 
-def summary(rows: list[dict], seconds: float, final: Path) -> str:
-    """The line a finished `dpg train` ends with: steps, wall time, Φ at the start → at the end, where the generator
-    is. One step's Φ is that of one batch of completions, noisy: each end is the mean of k scored steps, k = 10, or
-    half the scored steps of a shorter run."""
+def forget_unstarted(out: Path, existed: bool) -> None:
+    """A new run that stopped before its first step was logged (an error or Ctrl-C while the first batch was generated
+    or scored) holds nothing worth keeping: its config and model card are deleted, and the directory too if this run
+    created it and nothing else is in it, so the same command runs again without --overwrite."""
+    if (out / LOG_FILE).exists() or checkpoint_dirs(out):
+        return
+    for name in (CONFIG_FILE, CARD_FILE):
+        (out / name).unlink(missing_ok=True)
+    if not existed and not any(out.iterdir()):
+        out.rmdir()
+
+
+def phi_change(rows: list[dict]) -> str | None:
+    """Φ at the start → at the end of a run's log, or None before a step is scored. One step's Φ is that of one batch
+    of completions, noisy: each end is the mean of k scored steps, k = 10, or half the scored steps of a shorter run."""
     scored = [r["phi"] for r in rows if "phi" in r]
+    if not scored:
+        return None
     k = max(1, min(10, len(scored) // 2))
     which = "first and last scored step" if k == 1 else f"means of the first and last {k} scored steps"
-    phi = (f"; Φ {number(sum(scored[:k]) / k)} → {number(sum(scored[-k:]) / k)} ({which})" if scored else "")
-    return f"done: {len(rows)} steps logged, {seconds:.0f} s{phi}; final generator: {final}"
+    return f"Φ {number(sum(scored[:k]) / k)} → {number(sum(scored[-k:]) / k)} ({which})"
+
+
+def summary(rows: list[dict], seconds: float, final: Path) -> str:
+    """The line a finished `dpg train` ends with: steps, wall time, Φ at the start → at the end, where the generator
+    is."""
+    change = phi_change(rows)
+    return f"done: {len(rows)} steps logged, {seconds:.0f} s{f'; {change}' if change else ''}; final generator: {final}"
+
+
+CARD_FILE = "README.md"  # the run's model card, under the name the Hugging Face Hub shows
+
+
+def write_model_card(cfg: DPGConfig, step: int) -> Path:
+    """The run directory's README.md (`model_card`), from the config and the log so far; written at the start, at
+    every checkpoint (TRL's hook, DPGTrainer.create_model_card) and at the end."""
+    out = Path(cfg.output_dir)
+    log = out / LOG_FILE
+    rows = read_log(log, warn=lambda _: None) if log.is_file() else []  # a torn line costs the card nothing
+    return fsio.write_text(out / CARD_FILE, model_card(cfg, step, rows, (out / "final").is_dir()),
+                           "writing the model card")
+
+
+def model_card(cfg: DPGConfig, step: int, rows: list[dict], final: bool) -> str:
+    """What was trained (generator, target, objective and its parameters, estimator, steps, Φ at the start and the
+    end) and the commands that resume, reproduce and evaluate the run."""
+    out, g, r = cfg.output_dir, cfg.grpo, cfg.reward
+    objective = dict(cfg.objective)
+    name = objective.pop("name")
+    parameters = ", ".join(f"{k}={v!r}" for k, v in objective.items())
+    here = shlex.quote(out)
+
+    def model(spec) -> str:
+        return (f"`{spec.name_or_path}`" + (f", LM-pretrained {spec.pretrain_steps} steps on dpg's shipped corpus"
+                                            if spec.pretrain_steps else "")
+                + (f", LoRA adapters (r = {spec.lora.r}) merged into the weights" if spec.lora else ""))
+
+    facts = [
+        ("generator", model(cfg.generator)),
+        ("target", model(cfg.target)),
+        ("objective Φ", f"`{name}`" + (f" ({parameters})" if parameters else "")),
+        ("reward", f"`{r.estimator}`" + (f" with {r.groups} groups" if r.groups else "")
+         + f", batching `{r.batching}`, advantages `{r.advantages}`"),
+        ("inner SFT", f"`{cfg.inner_sft.optimizer}`, lr {cfg.inner_sft.lr:g}, max_length {cfg.inner_sft.max_length}"),
+        ("GRPO", f"{g.steps} steps of {g.completions_per_step} completions ({g.prompts_per_step} prompts × "
+                 f"{g.num_generations}), learning rate {g.learning_rate:g}, seed {cfg.seed}"),
+        ("progress", f"{step} of {g.steps} steps" + ("; the trained generator is in `final/`" if final else "")),
+        ("Φ", phi_change(rows) or "no step scored yet"),
+    ]
+    table = "\n".join(f"| {k} | " + v.replace("|", r"\|") + " |" for k, v in facts)  # a | inside would end the cell
+    return f"""---
+library_name: transformers
+tags: [dpg, grpo, trl]
+---
+
+# {Path(out).name}: a generator trained with dpg
+
+Dataset Policy Gradient: GRPO on the generator, each completion rewarded by what it does to an objective Φ of a
+target model fine-tuned (inner SFT) on the generated batch.
+
+| | |
+|---|---|
+{table}
+
+`final/` is the generator (Hugging Face format, with its tokenizer); `config.yaml` holds every setting of the run,
+seeds included; `log.jsonl` has one record per GRPO step (`dpg plot {here}` draws it).
+
+```bash
+dpg train --resume {here}                                # continue from the newest whole checkpoint
+dpg train {here}/config.yaml output_dir={here}-again     # the same run again, in a new directory
+dpg evaluate {here}/config.yaml --generator initial {here}/final --repeats 3   # Φ after SFT on its samples
+```
+"""
 
 
 def save_final(model, tokenizer, directory: Path, step: int) -> None:
