@@ -7,7 +7,7 @@ Importing dpg (and its config layer) does not import torch: the CLI validates a 
 and the model side is imported when a function runs (the engine names below on first use).
 """
 
-from dpg.api import check, evaluate, generate, plot, train
+from dpg.api import attribute, check, evaluate, generate, plot, select, train
 from dpg.config.schema import DPGConfig, load_config
 from dpg.tools.check import CheckResult
 from dpg.tools.evaluation import Evaluation
@@ -24,6 +24,6 @@ def __getattr__(name: str):
     raise AttributeError(f"module 'dpg' has no attribute {name!r}")
 
 
-__all__ = ["CheckResult", "DPGConfig", "Evaluation", "InnerSFTConfig", "MetagradEngine", "MetagradResult", "check",
-           "evaluate", "generate", "load_config", "plot", "train"]
+__all__ = ["CheckResult", "DPGConfig", "Evaluation", "InnerSFTConfig", "MetagradEngine", "MetagradResult", "attribute",
+           "check", "evaluate", "generate", "load_config", "plot", "select", "train"]
 __version__ = "0.1.0"

@@ -188,3 +188,38 @@ def check(cfg: DPGConfig, n: int = 0, weights: int = 5, h: float | None = None, 
     from dpg.tools import check as finite_differences
 
     return finite_differences.check(cfg, n=n, weights=weights, h=h, tol=tol)
+
+
+def attribute(cfg: DPGConfig, data: str | Path, estimator: str = "metagrad", groups: int | None = None,
+              run_size: int | None = None, repeats: int = 4, seed: int = 0, out: str | Path | None = None,
+              truncate: bool = True, device: str | None = None, verbosity: str = "info"):
+    """Score every example of a dataset (JSONL, .jsonl.gz or a `datasets` directory; "text" or "completion" per row)
+    by what it does to Φ: its reward under `estimator` (metagrad = dΦ/dwᵢ at w = 1; first_order, loo,
+    leave_group_out with `groups`) inside SFT runs of `run_size` examples (default: one reward call's run), over
+    `repeats` fresh random partitions and inner shuffles (seed + r, inner_sft.seed + r). `truncate=False` refuses
+    examples over inner_sft.max_length. With `out`: the scores (one JSON row per example), a .summary.json beside
+    them, and partial results a rerun resumes from. Returns an Attribution: .means, .ses, .rows(), .summary(),
+    .report(). See docs/attribution.md."""
+    cfg = checked(cfg)
+    from dpg.tools import attribution
+
+    return attribution.attribute(cfg, data, estimator=estimator, groups=groups, run_size=run_size, repeats=repeats,
+                                 seed=seed, out=out, truncate=truncate, device=device, verbosity=verbosity)
+
+
+def select(cfg: DPGConfig, data: str | Path, out: str | Path, keep: int | float | str | None = None,
+           drop_bottom: int | float | str | None = None, significant: bool = False, scores=None,
+           estimator: str = "metagrad", groups: int | None = None, run_size: int | None = None, repeats: int = 4,
+           seed: int = 0, truncate: bool = True, device: str | None = None, verbosity: str = "info"):
+    """Keep the best examples of `data` and write them to `out` in the input's format (JSONL lines as written, or a
+    `datasets` directory): the top `keep` (a count, or a fraction such as 0.25) by mean score, or all but the bottom
+    `drop_bottom`; `significant` keeps only scores above 2 standard errors. `scores`: a file from `attribute` or an
+    Attribution; without it they are computed (the other arguments as in `attribute`) and saved beside `out`.
+    Reports Φ after one SFT run on the selection against random subsets of its size (`repeats`, paired by shuffle
+    seed) and writes it beside `out` (.select.json). Returns a Selection: .indices, .phi, .difference("random")."""
+    cfg = checked(cfg)
+    from dpg.tools import select as selection
+
+    return selection.select(cfg, data, out, keep=keep, drop_bottom=drop_bottom, significant=significant,
+                              scores=scores, estimator=estimator, groups=groups, run_size=run_size, repeats=repeats,
+                              seed=seed, truncate=truncate, device=device, verbosity=verbosity)

@@ -106,6 +106,33 @@ def main(argv: list[str] | None = None) -> int:
     pl.add_argument("--out", help="PNG path (default RUN_DIR/curves.png; several runs: compare.png in their common "
                     "parent directory)")
 
+    at = sub.add_parser("attribute", help="score every example of a dataset by what it does to Φ",
+                        description="Score every example of a dataset by its reward in SFT runs of the configured "
+                                    "inner SFT (metagrad: dΦ/dwᵢ at w = 1), repeated over random partitions into runs: "
+                                    "mean ± standard error per example (docs/attribution.md).")
+    at.add_argument("config", help=CONFIG_HELP)
+    at.add_argument("overrides", nargs="*", help=OVERRIDES_HELP)
+    at.add_argument("--data", nargs=1, required=True, metavar="FILE", help="JSONL (.jsonl.gz) or `datasets` "
+                    "directory, a 'text' or a 'completion' per row (what dpg generate writes)")
+    at.add_argument("--out", required=True, help="scores, one JSON row per example (a .summary.json is written "
+                    "beside it; rerunning resumes from OUT.partial)")
+    _attribution_flags(at)
+
+    se = sub.add_parser("select", help="keep a dataset's top examples by score, and Φ on them",
+                        description="Keep the top examples by score, write them in the input's format, and report Φ "
+                                    "after one SFT run on them against random subsets of the same size.")
+    se.add_argument("config", help=CONFIG_HELP)
+    se.add_argument("overrides", nargs="*", help=OVERRIDES_HELP)
+    se.add_argument("--data", nargs=1, required=True, metavar="FILE", help="the dataset to select from (as attribute)")
+    se.add_argument("--out", required=True, help="the selection, in the input's format (JSONL, gzip if it ends in "
+                    ".gz, or a new `datasets` directory); the report goes beside it (.select.json)")
+    se.add_argument("--scores", metavar="SCORES", help="scores from `dpg attribute` for --data (default: computed "
+                    "with the flags below and saved beside --out as .scores.jsonl)")
+    se.add_argument("--keep", metavar="K|FRACTION", help="keep the top K (or that fraction) by mean score")
+    se.add_argument("--drop-bottom", metavar="K|FRACTION", help="keep all but the bottom K (or that fraction)")
+    se.add_argument("--significant", action="store_true", help="keep only examples whose score exceeds 2 s.e.")
+    _attribution_flags(se)
+
     for verb in sub.choices.values():  # every command, including any added above
         verb.add_argument("-q", "--quiet", dest="verbosity", action="store_const", const="quiet",
                           help="print warnings, errors and results only (train: logging.verbosity=quiet)")
@@ -120,7 +147,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         _check_flags(args)
         return {"train": _train, "generate": _generate, "evaluate": _evaluate, "check": _check,
-                "calibrate": _calibrate, "plot": _plot}[args.command](args)
+                "calibrate": _calibrate, "plot": _plot, "attribute": _attribute, "select": _select}[args.command](args)
     except (ConfigError, FileNotFoundError, FileExistsError, ValueError) as err:
         print(f"dpg {args.command}: error: {err}", file=sys.stderr)
         return 2
@@ -343,6 +370,40 @@ def _calibrate(args) -> int:
     print(result.recommendation)
     if args.out:
         print(f"wrote {calibrate.write(result, args.out)}")
+    return 0
+
+
+def _attribution_flags(parser) -> None:
+    """How `attribute` scores, and how `select` scores when it is given no --scores."""
+    parser.add_argument("--estimator", default="metagrad", help="metagrad (default), first_order, loo or "
+                        "leave_group_out (with --groups G): reward.estimator's semantics")
+    parser.add_argument("--groups", type=int, help="leave_group_out: random groups per SFT run")
+    parser.add_argument("--run-size", type=int, help="examples per SFT run (default: one reward call's run, "
+                        "grpo.prompts_per_step × num_generations)")
+    parser.add_argument("--repeats", type=int, default=4, help="R fresh partitions and shuffles (seed + r, "
+                        "inner_sft.seed + r): mean ± s.e. per example; select: also the Φ comparison (default 4)")
+    parser.add_argument("--seed", type=int, default=0, help="partition seed of repeat 0 (default 0)")
+    parser.add_argument("--no-truncate", dest="truncate", action="store_false",
+                        help="refuse examples over inner_sft.max_length target tokens instead of cutting them")
+    parser.add_argument("--device", help="cpu, cuda or cuda:N (default: where dpg train puts the target)")
+
+
+def _attribute(args) -> int:
+    from dpg import api
+
+    api.attribute(_config(args), args.data[0], estimator=args.estimator, groups=args.groups, run_size=args.run_size,
+                  repeats=args.repeats, seed=args.seed, out=args.out, truncate=args.truncate, device=args.device,
+                  verbosity=args.verbosity or "info")
+    return 0
+
+
+def _select(args) -> int:
+    from dpg import api
+
+    api.select(_config(args), args.data[0], args.out, keep=args.keep, drop_bottom=args.drop_bottom,
+               significant=args.significant, scores=args.scores, estimator=args.estimator, groups=args.groups,
+               run_size=args.run_size, repeats=args.repeats, seed=args.seed, truncate=args.truncate,
+               device=args.device, verbosity=args.verbosity or "info")
     return 0
 
 
