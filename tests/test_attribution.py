@@ -278,6 +278,12 @@ def test_misuse_is_one_line_naming_the_flag(tmp_path, capsys):
         (["select", "--data", str(other), "--scores", str(scores), "--keep", "1"],
          "line 1 does not score example 0 of"),
     ]
+    for verb, flag, path in (("attribute", "data", data), ("select", "data", data), ("select", "scores", scores)):
+        where = ["--scores", str(scores), "--keep", "1"] if verb == "select" else []
+        assert main([verb, CONFIG, *FAST, "--data", str(data), *where, "--out", str(path)]) == 2
+        err = capsys.readouterr().err.strip()
+        assert err == f"dpg {verb}: error: --out: {path} is the --{flag} file; give another path"
+    assert data.read_text().startswith('{"prompt"') and scores.read_text().startswith('{"index"')  # untouched
     for args, message in cases:
         verb, *flags = args
         where = [] if "--data" in flags else ["--data", str(data)]

@@ -194,6 +194,13 @@ def check_arguments(estimator: str, groups: int | None, run_size: int | None, re
             raise ValueError(f"{flag}: must be an integer from {low} up, got {value!r}")
 
 
+def check_out(out: str | Path | None, **inputs) -> None:
+    """`--out` must not be one of the files it is computed from: writing it would destroy them."""
+    for flag, path in inputs.items():
+        if out is not None and path is not None and Path(out).resolve() == Path(path).resolve():
+            raise ValueError(f"--out: {out} is the --{flag} file; give another path")
+
+
 def default_run_size(cfg: DPGConfig) -> int:
     """What one SFT run of a reward call trains on: the whole batch (cross_group) or one completion per prompt."""
     return cfg.grpo.completions_per_step if cfg.reward.batching == "cross_group" else cfg.grpo.prompts_per_step
@@ -584,6 +591,7 @@ def attribute(cfg: DPGConfig, data: str | Path, estimator: str = "metagrad", gro
     """Score every example of `data` (see the module docstring); with `out`, write the scores, the summary and,
     while it runs, the partial results that a rerun resumes from."""
     check_arguments(estimator, groups, run_size, repeats, seed)
+    check_out(out, data=data)
     texts = read_texts(data)
     procs = Processes(device)
     try:

@@ -23,8 +23,8 @@ from dpg import stats
 from dpg.config.schema import DPGConfig
 from dpg.run import fsio
 from dpg.run.console import Console
-from dpg.tools.attribution import (Attribution, Processes, Texts, beside, build, check_arguments, jsonable, preview,
-                                   read_texts, score_texts, tokenize, with_seed)
+from dpg.tools.attribution import (Attribution, Processes, Texts, beside, build, check_arguments, check_out, jsonable,
+                                   preview, read_texts, score_texts, tokenize, with_seed)
 
 
 # -- writing -----------------------------------------------------------------------------------------------------------
@@ -217,6 +217,7 @@ def select(cfg: DPGConfig, data: str | Path, out: str | Path, keep=None, drop_bo
     run on them against random subsets of the same size. Without `scores` (a file from `attribute`, or an
     Attribution), they are computed first (`estimator` … `seed`) and written beside `out` (.scores.jsonl)."""
     check_arguments(estimator, groups, run_size, repeats, seed)
+    check_out(out, data=data, scores=None if isinstance(scores, Attribution) else scores)
     texts = read_texts(data)
     table = scores if isinstance(scores, Attribution) else read_scores(scores, texts) if scores is not None else None
     if table is not None:
