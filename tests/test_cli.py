@@ -21,7 +21,7 @@ from test_trainer import FAST
 
 REPO = Path(__file__).resolve().parents[1]
 DPG = Path(sys.executable).with_name("dpg")
-VERBS = ["train", "generate", "evaluate", "check", "calibrate", "plot"]
+VERBS = ["train", "generate", "evaluate", "check", "calibrate", "plot", "attribute", "select"]
 
 
 def error_lines(capsys) -> list[str]:
@@ -109,10 +109,24 @@ def test_ctrl_c_in_any_command_is_one_line_and_exit_130(verb, monkeypatch, capsy
 
     monkeypatch.setattr("dpg.cli._check_flags", interrupted)
     handler = signal.getsignal(signal.SIGINT)
-    rest = {"train": ["--dry-run"], "generate": ["--out", "x.jsonl"]}.get(verb, [])
+    scores = ["--data", "d.jsonl", "--out", "s.jsonl"]
+    rest = {"train": ["--dry-run"], "generate": ["--out", "x.jsonl"], "attribute": scores, "select": scores}.get(verb, [])
     assert main([verb, "configs" if verb == "plot" else "configs/quickstart.yaml", *rest]) == 130
     assert error_lines(capsys) == [f"dpg {verb}: interrupted"]
     assert signal.getsignal(signal.SIGINT) is handler  # a later Ctrl-C interrupts as before
+
+
+def test_ctrl_c_in_attribute_says_the_same_command_resumes(tmp_path, monkeypatch, capsys):
+    def interrupted(args):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr("dpg.cli._check_flags", interrupted)
+    out = tmp_path / "scores.jsonl"
+    Path(f"{out}.partial").write_text("")  # what an attribution writes as its SFT runs finish
+    argv = ["attribute", "configs/quickstart.yaml", "--data", "d.jsonl", "--out", str(out)]
+    assert main(argv) == 130
+    assert error_lines(capsys) == [f"dpg attribute: interrupted; {out}.partial keeps the SFT runs already scored, and "
+                                   f"the same command resumes from it: dpg {' '.join(argv)}"]
 
 
 # ---------------------------------------------------------------------------------------------------------------
