@@ -22,7 +22,7 @@ from pathlib import Path
 from dpg.run import checkpoints
 
 from dpg.config import validation
-from dpg.config.fields import build
+from dpg.fields import build
 from dpg.config.schema import DPGConfig, validate
 from dpg.run.console import Console
 from dpg.tools.check import CheckResult

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from dpg.config.fields import Bound, bound
+from dpg.fields import Bound, bound
 from dpg.config.schema import ConfigError, DPGConfig, load_config
 from dpg.engine.sft_config import InnerSFTConfig
 

@@ -145,9 +145,12 @@ def test_resume_reports_missing_keys_except_a_tied_head():
     """save_pretrained writes a tied head once, as the input embeddings: loading them restores the head, so HF's
     missing-key report leaves it out; a key that no loaded tensor shares is still reported."""
     from transformers import GPT2Config, GPT2LMHeadModel
+    from transformers.utils import logging as hf_logging
 
     from dpg.training.trainer import DPGTrainer
 
+    verbosity = hf_logging.get_verbosity()  # an earlier test's quiet_libraries may have raised it past warnings
+    hf_logging.set_verbosity_warning()
     reported = []
     handler = logging.Handler()
     handler.emit = lambda record: reported.append(record.getMessage())
@@ -164,6 +167,7 @@ def test_resume_reports_missing_keys_except_a_tied_head():
         assert reported == ["There were missing keys in the checkpoint model loaded: ['lm_head.weight']."]
     finally:
         logging.getLogger("transformers.trainer").removeHandler(handler)
+        hf_logging.set_verbosity(verbosity)
 
 
 def test_collapse_warning_once_in_log_and_on_stderr(tmp_path, capsys):

@@ -1,2 +1,2 @@
-"""What a run is, torch-free: the typed config and its YAML (`schema`), each field's type and declared bound (`fields`),
-value and path checks (`validation`), and the names shared with the implementations (`names`)."""
+"""What a run is, torch-free: the typed config and its YAML (`schema`, with each field's bound declared beside it
+through `dpg.fields`), value and path checks (`validation`), and the names shared with the implementations (`names`)."""

@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Literal
 
 from dpg.config import validation
-from dpg.config.fields import bound, build
+from dpg.fields import bound, build
 from dpg.config.names import ESTIMATORS, HEURISTIC_ESTIMATORS, languages
 from dpg.engine.sft_config import InnerSFTConfig
 from dpg.errors import ConfigError

@@ -1,5 +1,5 @@
 """A config's values beyond their types: every number finite and within the bound declared beside its field
-(`dpg.config.fields.bound`), lengths within the models' positions, names that exist, paths that exist or can be
+(`dpg.fields.bound`), lengths within the models' positions, names that exist, paths that exist or can be
 written; and YAML errors as `file:line:col: message`. Torch-free, so a bad config is refused in well under a second,
 before anything is imported or written. Each error is one line naming the key and the value
 (`dpg.errors.ConfigError`, also importable from dpg.config.schema)."""
@@ -17,7 +17,7 @@ from typing import Any
 
 import yaml
 
-from dpg.config.fields import check_bounds
+from dpg.fields import check_bounds
 from dpg.config.names import OBJECTIVES, TINY_NAMES, TINY_POSITIONS
 from dpg.engine.sft_config import DTYPES
 from dpg.errors import ConfigError

@@ -7,7 +7,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Literal
 
-from dpg.config.fields import bound, check_fields
+from dpg.fields import bound, check_fields
 from dpg.errors import ConfigError
 
 # dtype names accepted by inner_sft.dtype, generator.dtype and target.dtype (torch attributes of the same names)
