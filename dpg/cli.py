@@ -24,6 +24,14 @@ CONFIG_HELP = "YAML config, e.g. configs/quickstart.yaml"
 OVERRIDES_HELP = "key=value config overrides, anywhere after the config, e.g. grpo.steps=5 (they win over the file)"
 
 
+def config_verb(sub, name: str, **kwargs) -> argparse.ArgumentParser:
+    """A verb that reads CONFIG [key=value …]; the overrides may also follow its flags (`_parse` gathers them)."""
+    verb = sub.add_parser(name, **kwargs)
+    verb.add_argument("config", help=CONFIG_HELP)
+    verb.add_argument("overrides", nargs="*", help=OVERRIDES_HELP)
+    return verb
+
+
 def main(argv: list[str] | None = None) -> int:
     from dpg import __version__
 
@@ -48,11 +56,9 @@ def main(argv: list[str] | None = None) -> int:
                    help="with --dry-run: replace hub models that are not available offline (missing, the default) or "
                         "all non-tiny models (always) by tiny models of the same architecture family")
 
-    g = sub.add_parser("generate", help="sample a dataset from a generator",
+    g = config_verb(sub, "generate", help="sample a dataset from a generator",
                        description="Sample a dataset (prompt, completion) from a generator: JSONL or a `datasets` "
                                    "directory.")
-    g.add_argument("config", help=CONFIG_HELP)
-    g.add_argument("overrides", nargs="*", help=OVERRIDES_HELP)
     g.add_argument("--generator", metavar="DIR", help="generator directory, e.g. runs/x/final (default: the config's "
                    "generator)")
     g.add_argument("-n", type=int, default=64, help="completions to sample (default 64)")
@@ -62,12 +68,10 @@ def main(argv: list[str] | None = None) -> int:
     g.add_argument("--temperature", type=float, default=None, help="> 0 samples; 0 = greedy (default: grpo.temperature)")
     g.add_argument("--seed", type=int, default=0, help="sampling seed (default 0)")
 
-    e = sub.add_parser("evaluate", help="fresh SFT of the target on data, then Φ and proxies",
+    e = config_verb(sub, "evaluate", help="fresh SFT of the target on data, then Φ and proxies",
                        description="Fine-tune a fresh target on each source (a generator's samples, or a dataset), "
                                    "then report Φ and the proxies; with --repeats, mean ± standard error and paired "
                                    "differences.")
-    e.add_argument("config", help=CONFIG_HELP)
-    e.add_argument("overrides", nargs="*", help=OVERRIDES_HELP)
     e.add_argument("--data", nargs="+", metavar="DATA", help="datasets to evaluate (from `dpg generate`: JSONL "
                    "files or --format hf directories)")
     e.add_argument("--generator", nargs="+", metavar="DIR", help="generators to sample from and evaluate ('initial' "
@@ -78,21 +82,17 @@ def main(argv: list[str] | None = None) -> int:
     e.add_argument("--seed", type=int, default=0, help="sampling seed of repeat 0; repeat r uses seed + r (default 0)")
     e.add_argument("--out", help="write the results (every repeat, means, standard errors, differences) as JSON here")
 
-    c = sub.add_parser("check", help="finite-difference check of the exact metagradients",
+    c = config_verb(sub, "check", help="finite-difference check of the exact metagradients",
                        description="Finite-difference check of the engine's metagradients on the configured target "
                                    "and objective (float64).")
-    c.add_argument("config", help=CONFIG_HELP)
-    c.add_argument("overrides", nargs="*", help=OVERRIDES_HELP)
     c.add_argument("-n", type=int, default=0, help="examples (default: two inner steps' worth)")
     c.add_argument("--weights", type=int, default=5, help="how many example weights to perturb (default 5)")
     c.add_argument("--h", type=float, default=None, help="FD step (default 1e-4 for SGD, 1e-6 for AdamW)")
     c.add_argument("--tol", type=float, default=1e-4, help="exit 1 if the max relative error exceeds this (default 1e-4)")
 
-    cal = sub.add_parser("calibrate", help="pick a reward estimator: agreement with leave-one-out",
+    cal = config_verb(sub, "calibrate", help="pick a reward estimator: agreement with leave-one-out",
                          description="Before a long run: how well each reward estimator agrees with exact "
                                      "leave-one-out on batches from the configured generator, and which one to use.")
-    cal.add_argument("config", help=CONFIG_HELP)
-    cal.add_argument("overrides", nargs="*", help=OVERRIDES_HELP)
     cal.add_argument("--batches", type=int, default=4, help="generation batches of the configured size to measure (default 4)")
     cal.add_argument("--threshold", type=float, default=0.5,
                      help="the least gradient cosine with loo an estimator must reach to be recommended; below "
@@ -106,23 +106,19 @@ def main(argv: list[str] | None = None) -> int:
     pl.add_argument("--out", help="PNG path (default RUN_DIR/curves.png; several runs: compare.png in their common "
                     "parent directory)")
 
-    at = sub.add_parser("attribute", help="score every example of a dataset by what it does to Φ",
+    at = config_verb(sub, "attribute", help="score every example of a dataset by what it does to Φ",
                         description="Score every example of a dataset by its reward in SFT runs of the configured "
                                     "inner SFT (metagrad: dΦ/dwᵢ at w = 1), repeated over random partitions into runs: "
                                     "mean ± standard error per example (docs/attribution.md).")
-    at.add_argument("config", help=CONFIG_HELP)
-    at.add_argument("overrides", nargs="*", help=OVERRIDES_HELP)
     at.add_argument("--data", nargs=1, required=True, metavar="FILE", help="JSONL (.jsonl.gz) or `datasets` "
                     "directory, a 'text' or a 'completion' per row (what dpg generate writes)")
     at.add_argument("--out", required=True, help="scores, one JSON row per example (a .summary.json is written "
                     "beside it; rerunning resumes from OUT.partial)")
     _attribution_flags(at)
 
-    se = sub.add_parser("select", help="keep a dataset's top examples by score, and Φ on them",
+    se = config_verb(sub, "select", help="keep a dataset's top examples by score, and Φ on them",
                         description="Keep the top examples by score, write them in the input's format, and report Φ "
                                     "after one SFT run on them against random subsets of the same size.")
-    se.add_argument("config", help=CONFIG_HELP)
-    se.add_argument("overrides", nargs="*", help=OVERRIDES_HELP)
     se.add_argument("--data", nargs=1, required=True, metavar="FILE", help="the dataset to select from (as attribute)")
     se.add_argument("--out", required=True, help="the selection, in the input's format (JSONL, gzip if it ends in "
                     ".gz, or a new `datasets` directory); the report goes beside it (.select.json)")

@@ -34,7 +34,7 @@ import zlib
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from dpg import stats
+import dpg.stats as stats
 from dpg.config.names import SFT_ESTIMATORS
 from dpg.config.schema import DPGConfig
 from dpg.run import fsio

@@ -185,7 +185,7 @@ def _objective_stand_in(cfg: DPGConfig) -> tuple[dict, str | None]:
 
 def dry_run(cfg: DPGConfig, stand_in: str | None = None, config_path: str | None = None) -> str:
     """Build everything `dpg train` builds (see the module docstring) and return the summary text."""
-    from dpg import objectives
+    import dpg.objectives as objectives
     from datasets import Dataset
 
     from dpg.training import assembly, trainer  # TRL: the GRPO trainer is built here, and only here

@@ -19,7 +19,7 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
-from dpg import stats
+import dpg.stats as stats
 from dpg.config.schema import DPGConfig
 from dpg.run import fsio
 from dpg.run.console import Console

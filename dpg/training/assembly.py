@@ -13,7 +13,7 @@ from pathlib import Path
 
 import torch
 
-from dpg import objectives
+import dpg.objectives as objectives
 from dpg.config.schema import ConfigError, DPGConfig, check_environment
 from dpg.engine.metagrad import MetagradEngine
 from dpg.run.console import Console, number

@@ -9,7 +9,7 @@ from pathlib import Path
 
 from transformers import TrainerCallback
 
-from dpg import objectives
+import dpg.objectives as objectives
 from dpg.config.schema import DPGConfig
 from dpg.run import fsio
 from dpg.run.checkpoints import LOG_FILE
