@@ -1,4 +1,4 @@
-"""`dpg` command line: train, generate, evaluate, check, plot."""
+"""`dpg` command line: train, generate, evaluate, check, calibrate, attribute, select, plot."""
 
 from __future__ import annotations
 
@@ -11,7 +11,10 @@ import shlex
 import signal
 import sys
 import time
+import warnings
 from pathlib import Path
+
+from dpg.errors import DPGWarning
 
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 # Model libraries (torch, transformers, TRL: seconds to import) are imported inside the commands, after the config
@@ -36,6 +39,7 @@ def main(argv: list[str] | None = None) -> int:
     from dpg import __version__
 
     started = time.time()
+    warnings.showwarning = _show_warning
 
     p = argparse.ArgumentParser(prog="dpg", description="Dataset Policy Gradient: train synthetic-data generators.",
                                 epilog="`dpg COMMAND --help` lists a command's flags.")
@@ -187,6 +191,13 @@ def _parse(p: argparse.ArgumentParser, sub, typed: list[str]) -> argparse.Namesp
     if rest:  # the command's own usage, not the top-level one
         verb.error(f"unrecognized arguments: {' '.join(rest)}")
     return args
+
+
+def _show_warning(message, category, filename, lineno, file=None, line=None):
+    """dpg's own warnings as one line, `warning: …`; the libraries' keep Python's format (file, line, source)."""
+    text = (f"warning: {message}\n" if issubclass(category, DPGWarning)
+            else warnings.formatwarning(message, category, filename, lineno, line))
+    (file or sys.stderr).write(text)
 
 
 def _is_override(value) -> bool:

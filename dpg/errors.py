@@ -13,3 +13,7 @@ class RewardError(RuntimeError):
 
 class NonFiniteError(FloatingPointError):
     """A NaN or inf in the policy loss or the generator's weights; the message names the step and the tensor."""
+
+
+class DPGWarning(UserWarning):
+    """A result dpg computes but does not trust (e.g. bfloat16 AdamW metagradients); the CLI prints it as one line."""

@@ -231,3 +231,17 @@ def test_every_argument_has_help(verb, monkeypatch, capsys):
     for i, line in enumerate(lines):
         if re.match(r"  \S", line) and len(re.split(r"\s{2,}", line.strip())) == 1:
             assert i + 1 < len(lines) and lines[i + 1].startswith(" " * 6), f"{verb}: {line.strip()} has no help"
+
+
+def test_dpg_warnings_are_one_line_and_library_warnings_keep_their_format(capsys):
+    import warnings
+
+    from dpg import cli
+    from dpg.errors import DPGWarning
+
+    cli._show_warning(DPGWarning("inner_sft.dtype: bfloat16: rewards may point the wrong way"), DPGWarning,
+                      "metagrad.py", 81)
+    cli._show_warning(UserWarning("a library's"), UserWarning, "lib.py", 7)
+    lines = capsys.readouterr().err.splitlines()
+    assert lines[0] == "warning: inner_sft.dtype: bfloat16: rewards may point the wrong way"
+    assert lines[1].startswith("lib.py:7: UserWarning: a library's")

@@ -47,7 +47,7 @@ from dpg.engine.optim import make_optimizer
 from dpg.engine.sft import Params, Step, loss_weight_grad, make_schedule, step_gradient, token_loss_sums
 from dpg.engine.sft_config import InnerSFTConfig
 from dpg.engine.states import make_store
-from dpg.errors import ConfigError
+from dpg.errors import ConfigError, DPGWarning
 
 
 @dataclass
@@ -79,7 +79,7 @@ def check_precision(cfg: InnerSFTConfig, allow_low_precision: bool) -> None:
                           "allow_low_precision=True to MetagradEngine")
     if cfg.dtype == "bfloat16" and cfg.optimizer == "adamw":
         warnings.warn(f"inner_sft.dtype: bfloat16: AdamW metagradients had {BFLOAT16_ADAMW}; rewards may point the "
-                      "wrong way, use float32 for exact ones", stacklevel=3)
+                      "wrong way, use float32 for exact ones", DPGWarning, stacklevel=3)
 
 
 def prepare_target(model: torch.nn.Module, dtype: torch.dtype) -> torch.nn.Module:

@@ -24,6 +24,7 @@ import torch
 from transformers import AutoConfig, AutoModelForCausalLM, PreTrainedModel
 
 from dpg.training import models
+from dpg.config.names import TINY_NAMES
 from dpg.config import schema as dpg_config
 from dpg.config.schema import DPGConfig, ModelSpec, check_environment
 
@@ -143,7 +144,7 @@ def _load(cfg: DPGConfig, role: str, stand_in: str | None) -> Built:
 
     spec: ModelSpec = getattr(cfg, role)
     name = spec.name_or_path
-    if name in models.TINY_NAMES or name == models.SMOLLM2_NAME or not stand_in:
+    if name in TINY_NAMES or name == models.SMOLLM2_NAME or not stand_in:
         model, tok = assembly.load_generator(cfg) if role == "generator" else assembly.load_target(cfg)
         return Built(model, tok, family=model.config.model_type)
     reason = "--stand-in always"

@@ -14,6 +14,7 @@ from pathlib import Path
 import torch
 
 import dpg.objectives as objectives
+from dpg.config.names import TINY_NAMES
 from dpg.config.schema import ConfigError, DPGConfig, check_environment
 from dpg.engine.metagrad import MetagradEngine
 from dpg.run.console import Console, number
@@ -95,9 +96,9 @@ def model_name(spec, role: str, seed: int, console: Console | None = None) -> st
     LM-pretrained on the shipped corpus (models.pretrained_tiny_model), initialised and pretrained with `seed`."""
     if not spec.pretrain_steps:
         return spec.name_or_path
-    kind = models.TINY_NAMES.get(spec.tokenizer or spec.name_or_path)
-    if spec.name_or_path not in models.TINY_NAMES or kind is None:
-        raise ValueError(f"{role}.pretrain_steps: only the embedded tiny models {sorted(models.TINY_NAMES)} with a "
+    kind = TINY_NAMES.get(spec.tokenizer or spec.name_or_path)
+    if spec.name_or_path not in TINY_NAMES or kind is None:
+        raise ValueError(f"{role}.pretrain_steps: only the embedded tiny models {sorted(TINY_NAMES)} with a "
                          f"tiny tokenizer are pretrained here, not name_or_path={spec.name_or_path!r}, "
                          f"tokenizer={spec.tokenizer!r}")
     return str(models.pretrained_tiny_model(cache_dir(), role=role, kind=kind, steps=spec.pretrain_steps, seed=seed,
