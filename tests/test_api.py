@@ -95,3 +95,20 @@ def test_cli_evaluate_is_the_api_and_generate_writes_hf_datasets(tmp_path, capsy
     assert hf["phi"]["values"] == jsonl["phi"]["values"]  # the same texts, the same shuffles: the same Φ
     assert saved["differences"][0]["phi"]["values"] == [0.0, 0.0]
     assert hf["phi"]["values"][0] != hf["phi"]["values"][1]  # a data file's repeats differ by their SFT shuffle
+
+
+def test_public_api_names_are_stable_and_import_dpg_stays_torch_free():
+    """The names users import from `dpg` survive any reorganisation of the package behind them."""
+    import subprocess
+    import sys
+
+    expected = {"CheckResult", "DPGConfig", "Evaluation", "InnerSFTConfig", "MetagradEngine", "MetagradResult",
+                "attribute", "check", "evaluate", "generate", "load_config", "plot", "select", "train"}
+    assert set(dpg.__all__) == expected
+    code = "import sys, dpg; assert 'torch' not in sys.modules, 'import dpg loaded torch'; print('ok')"
+    assert subprocess.run([sys.executable, "-c", code], capture_output=True, text=True).stdout.strip() == "ok"
+    from dpg import InnerSFTConfig, MetagradEngine  # noqa: F401  (the lazy engine names resolve)
+    from dpg.engine.metagrad import MetagradEngine as engine_class
+
+    assert dpg.MetagradEngine is engine_class
+    assert callable(dpg.train) and callable(dpg.evaluate) and callable(dpg.attribute)
