@@ -287,7 +287,7 @@ def judge_set(cell: Cell, s: Settings) -> None:
     results = {name: judge(cell.study, cell.seed, texts, name, s.extra) for name in judges}
     record = {"study": cell.study, "seed": cell.seed, "set": cell.name, "samples": str(path.relative_to(s.docs)),
               "sha256": hashlib.sha256(path.read_bytes()).hexdigest(), "device": target_device().type,
-              "seconds": time.perf_counter() - t0,
+              "seconds": time.perf_counter() - t0, "code": code_version(),
               "judges": results}
     out = scores_path(s, cell.study, cell.seed, cell.name)
     fsio.make_dir(out.parent)
@@ -321,7 +321,8 @@ def write_set(cell: Cell, s: Settings, rows: list[dict], info: dict) -> None:
     """The sample set, then its statistics (the cell's result file)."""
     path = write_gzip_jsonl(rows, samples_path(s, cell.study, cell.seed, cell.name))
     record = {"study": cell.study, "seed": cell.seed, "set": cell.name, "samples": len(rows),
-              "bytes": path.stat().st_size, **info, "degeneration": degeneration([r["completion"] for r in rows])}
+              "bytes": path.stat().st_size, **info, "code": code_version(),
+              "degeneration": degeneration([r["completion"] for r in rows])}
     fsio.write_text(set_stats_path(s, cell.study, cell.seed, cell.name), json.dumps(record, indent=1) + "\n")
 
 
@@ -334,8 +335,24 @@ def degeneration(texts: list[str]) -> dict:
 
 
 def where(path: Path) -> Path:
-    """PATH relative to the repository root where it lies below it (as a command from the root names it)."""
-    return path.resolve().relative_to(ROOT) if path.resolve().is_relative_to(ROOT) else path
+    """PATH relative to the repository root where it lies below it (as a command from the root names it), as written
+    or once resolved (runs/ may be a link to another disk)."""
+    for p in (Path(path).absolute(), Path(path).resolve()):
+        if p.is_relative_to(ROOT):
+            return p.relative_to(ROOT)
+    return path
+
+
+def code_version() -> str:
+    """The commit of the code that wrote a result (`+changes` where dpg/, objectives/ or experiments/ differ from it),
+    so that every committed sample set and score names what produced it; `unknown` outside a git checkout."""
+    try:
+        head = subprocess.run(["git", "rev-parse", "HEAD"], cwd=ROOT, capture_output=True, text=True, check=True)
+        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no", "--", "dpg", "objectives",
+                                "experiments"], cwd=ROOT, capture_output=True, text=True, check=True)
+    except (OSError, subprocess.CalledProcessError):
+        return "unknown"
+    return head.stdout.strip() + ("+changes" if dirty.stdout.strip() else "")
 
 
 def rl_compute(out: Path) -> dict:

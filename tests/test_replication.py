@@ -299,3 +299,18 @@ def test_a_two_step_pair_is_trained_sampled_and_selected(tmp_path, monkeypatch, 
     sel = json.loads(replication.set_stats_path(s, "l2_norm", 100, "select_4096").read_text())
     assert (sel["sampling_seed"], sel["compute"]["sft_runs_with_metagradient"], sel["compute"]["policy_updates"]) == (
         30_100, 3, 0)
+
+
+def test_results_name_the_code_and_repository_relative_paths(tmp_path):
+    """Provenance of committed files: the commit that wrote them, and paths that hold on another machine."""
+    from experiments.replication import ROOT, code_version, where
+
+    assert re.fullmatch(r"[0-9a-f]{40}(\+changes)?", code_version())
+    link = ROOT / "runs" / "where-test-link"
+    link.parent.mkdir(exist_ok=True)
+    link.symlink_to(tmp_path, target_is_directory=True)  # runs/ lying on another disk, as a link
+    try:
+        assert where(link / "x" / "final") == Path("runs/where-test-link/x/final")
+    finally:
+        link.unlink()
+    assert where(tmp_path / "y") == tmp_path / "y"  # outside the repository: as given
