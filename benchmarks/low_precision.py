@@ -12,7 +12,7 @@ cast from the same float32 weights. Two targets, a few batches each:
 Per dtype and batch, against the float64 metagradients x₆₄ of the same batch: the cosine similarity, the share of
 examples whose metagradient has the same sign, and the relative error ‖x − x₆₄‖ / ‖x₆₄‖. Where Φ or a metagradient
 is not finite (the engine raises), the row says so. By default the engine warns about bfloat16 with AdamW and
-refuses float16 (`MetagradEngine(..., allow_low_precision=False)`); this benchmark opts in to measure them.
+refuses float16 (unless `inner_sft.allow_low_precision`); this benchmark opts in to measure them.
 
     python -m benchmarks.low_precision            # both targets, 3 batches each (~6 min on 2 shared cores)
     python -m benchmarks.low_precision --quick    # the quickstart target, 1 batch (~20 s)
@@ -52,8 +52,8 @@ def quickstart_runs(batches: int, inner: dict):
     for dtype in DTYPES:
         model, _ = assembly.load_target(cfg)
         model.load_state_dict(weights)
-        engines[dtype] = MetagradEngine(model, objective, dataclasses.replace(cfg.inner_sft, **inner, dtype=dtype),
-                                        allow_low_precision=True)
+        engines[dtype] = MetagradEngine(model, objective, dataclasses.replace(cfg.inner_sft, **inner, dtype=dtype,
+                                                            allow_low_precision=True))
     lines, n = models.corpus_lines(), 4 * cfg.inner_sft.examples_per_step
     data = [to_target_examples([lines[(b * n + i) % len(lines)] for i in range(n)], tok, cfg.inner_sft.max_length)[0]
             for b in range(batches)]
@@ -65,7 +65,7 @@ def gpt2_runs(batches: int, inner: dict):
     case = Case("5M", steps=2, n_examples=16)
     heldout = torch.tensor(random_ids(*case.heldout, seed=1))
     engines = {dtype: MetagradEngine(build_model(case.model), make_objective(heldout),
-                                     dataclasses.replace(case.config(), **inner, dtype=dtype), allow_low_precision=True)
+                                     dataclasses.replace(case.config(), **inner, dtype=dtype, allow_low_precision=True))
                for dtype in DTYPES}
     data = [random_ids(case.n_examples, case.seq_len, seed=10 + b) for b in range(batches)]
     return engines, data

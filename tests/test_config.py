@@ -135,3 +135,11 @@ def test_bound_rules():
         Bound("< 1", "a rate").check("x", (0.5, 2))
     with pytest.raises(ValueError, match="cannot read the rule 'positive'"):  # refused where it is declared
         bound(1, "positive", "a count")
+
+
+def test_low_precision_opt_in_is_a_config_key():
+    quickstart = Path(__file__).resolve().parents[1] / "configs" / "quickstart.yaml"
+    cfg = load_config(quickstart, ["inner_sft.dtype=float16", "inner_sft.allow_low_precision=true"])
+    assert cfg.inner_sft.dtype == "float16" and cfg.inner_sft.allow_low_precision is True
+    with pytest.raises(ConfigError, match="inner_sft.allow_low_precision"):
+        load_config(quickstart, ["inner_sft.allow_low_precision=maybe"])

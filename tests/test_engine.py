@@ -4,6 +4,7 @@ Tolerances: central finite differences ≤ 1e-5 relative per weight; the indepen
 relative to the largest metagradient (max |engine − reference| ≤ 1e-8 · max |reference|).
 """
 
+import dataclasses
 import math
 import re
 from pathlib import Path
@@ -445,10 +446,11 @@ def test_float16_metagradients_are_refused_unless_opted_in(setup):
 
     cfg = InnerSFTConfig(**SETUPS[setup], max_length=16, dtype="float16")
     model = tiny_gpt2()
-    with pytest.raises(ConfigError, match=r"^inner_sft.dtype: float16: .* not finite .*allow_low_precision=True"):
+    refused = r"^inner_sft.dtype: float16: .* not finite .*inner_sft.allow_low_precision: true"
+    with pytest.raises(ConfigError, match=refused):
         MetagradEngine(model, val_loss, cfg)
     assert next(model.parameters()).dtype == torch.float64  # refused before the target was cast
-    engine = MetagradEngine(model, val_loss, cfg, allow_low_precision=True)
+    engine = MetagradEngine(model, val_loss, dataclasses.replace(cfg, allow_low_precision=True))
     assert engine.params0["lm_head.weight"].dtype == torch.float16
 
 
@@ -457,7 +459,7 @@ def test_float16_metagradients_are_refused_unless_opted_in(setup):
 def test_full_precision_bfloat16_sgd_or_an_opt_in_is_silent(setup, dtype, opt_in):
     import warnings
 
-    cfg = InnerSFTConfig(**SETUPS[setup], max_length=16, dtype=dtype)
+    cfg = InnerSFTConfig(**SETUPS[setup], max_length=16, dtype=dtype, allow_low_precision=opt_in)
     with warnings.catch_warnings():
         warnings.simplefilter("error")
-        MetagradEngine(tiny_gpt2(), val_loss, cfg, allow_low_precision=opt_in)
+        MetagradEngine(tiny_gpt2(), val_loss, cfg)

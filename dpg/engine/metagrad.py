@@ -69,14 +69,14 @@ BFLOAT16_ADAMW = ("cosine 0.53 to 0.97 with float64's (signs agreeing for 78 to 
 FLOAT16 = "Φ or the metagradients were not finite in every measured run, with AdamW and with SGD"
 
 
-def check_precision(cfg: InnerSFTConfig, allow_low_precision: bool) -> None:
-    """Refuse float16 and warn about bfloat16 with AdamW (its 1/√v amplifies the rounding), unless the caller opts
-    in: rewards that point the wrong way would otherwise be trained on silently."""
-    if allow_low_precision:
+def check_precision(cfg: InnerSFTConfig) -> None:
+    """Refuse float16 and warn about bfloat16 with AdamW (its 1/√v amplifies the rounding), unless the config opts
+    in (`allow_low_precision`): rewards that point the wrong way would otherwise be trained on silently."""
+    if cfg.allow_low_precision:
         return
     if cfg.dtype == "float16":
-        raise ConfigError(f"inner_sft.dtype: float16: {FLOAT16}; use float32 (or bfloat16), or pass "
-                          "allow_low_precision=True to MetagradEngine")
+        raise ConfigError(f"inner_sft.dtype: float16: {FLOAT16}; use float32 (or bfloat16), or set "
+                          "inner_sft.allow_low_precision: true")
     if cfg.dtype == "bfloat16" and cfg.optimizer == "adamw":
         warnings.warn(f"inner_sft.dtype: bfloat16: AdamW metagradients had {BFLOAT16_ADAMW}; rewards may point the "
                       "wrong way, use float32 for exact ones", DPGWarning, stacklevel=3)
@@ -98,12 +98,11 @@ class MetagradEngine:
 
     `objective(model, params) -> scalar tensor` (higher is better); `params` maps parameter names to the fine-tuned
     tensors, while `model`'s own parameters keep the initial weights (the engine never modifies them). A float16
-    inner SFT is refused and a bfloat16 one with AdamW warns (`check_precision`), unless `allow_low_precision`.
+    inner SFT is refused and a bfloat16 one with AdamW warns (`check_precision`), unless cfg.allow_low_precision.
     """
 
-    def __init__(self, model: torch.nn.Module, objective, cfg: InnerSFTConfig, data_parallel: bool = False,
-                 allow_low_precision: bool = False):
-        check_precision(cfg, allow_low_precision)  # before the target is cast to the dtype
+    def __init__(self, model: torch.nn.Module, objective, cfg: InnerSFTConfig, data_parallel: bool = False):
+        check_precision(cfg)  # before the target is cast to the dtype
         if data_parallel and not dist.is_initialized():
             raise RuntimeError("data_parallel=True needs torch.distributed to be initialised (torchrun / accelerate)")
         self.shard = (dist.get_rank(), dist.get_world_size()) if data_parallel else (0, 1)

@@ -57,6 +57,9 @@ class InnerSFTConfig:
     # instead of ≈3.6× at 4 steps, docs/performance.md) a fraction (AUTO_GRAPH_BUDGET) of the memory free on the
     # target's device after the stored states, from step 1 on. The metagradients are the same in every case.
     graph_budget_mb: float | Literal["auto"] = bound("auto", "[0, inf]", "MB of autograd graphs kept, 0 = none")
+    # float16 metagradients are refused and bfloat16 ones with AdamW warned about (`dpg.engine.metagrad.check_precision`:
+    # measured to point elsewhere than float64's, docs/gpu.md); true accepts them without a word.
+    allow_low_precision: bool = False
 
     def __post_init__(self):
         self.dtype = dtype_name(self.dtype)
