@@ -239,7 +239,9 @@ def measure_memory(case: Case, modes: list[str]) -> dict:
     global _FORKSERVER
     if _FORKSERVER is None:
         _FORKSERVER = mp.get_context("forkserver")
-        _FORKSERVER.set_forkserver_preload(["torch", "dpg", "benchmarks.reference", "benchmarks.metagrad_cost",
+        # Not this module: run with -m it is the children's __main__, which multiprocessing imports itself (a preload
+        # of it too would have runpy warn that it is already in sys.modules).
+        _FORKSERVER.set_forkserver_preload(["torch", "dpg", "benchmarks.reference",
                                             "transformers.models.gpt2.modeling_gpt2",
                                             "transformers.models.llama.modeling_llama"])
     out = {}
