@@ -233,11 +233,17 @@ def test_every_argument_has_help(verb, monkeypatch, capsys):
             assert i + 1 < len(lines) and lines[i + 1].startswith(" " * 6), f"{verb}: {line.strip()} has no help"
 
 
-def test_dpg_warnings_are_one_line_and_library_warnings_keep_their_format(capsys):
+def test_dpg_warnings_are_one_line_and_library_warnings_keep_their_format(capsys, monkeypatch):
     import warnings
 
     from dpg import cli
     from dpg.errors import DPGWarning
+
+    monkeypatch.setattr(warnings, "showwarning", warnings.showwarning)  # restored after the test
+    with pytest.raises(SystemExit):
+        main(["--version"])
+    assert warnings.showwarning is cli._show_warning  # every command prints warnings through it
+    capsys.readouterr()
 
     cli._show_warning(DPGWarning("inner_sft.dtype: bfloat16: rewards may point the wrong way"), DPGWarning,
                       "metagrad.py", 81)
