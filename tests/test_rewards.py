@@ -199,12 +199,3 @@ def test_spearman_and_first_order_estimator():
     assert agree["loo_pearson"] == pytest.approx(pearson(loo, exact))
     assert "loo_pearson" not in agreement(engine(), examples, exact, 4, "inverse_groups", loo_max_examples=2)
     assert pearson(a, 2 * a - 1) == pytest.approx(1.0)
-
-
-def test_mean_se_is_the_standard_error_of_the_mean():
-    import math
-
-    from dpg.stats import mean_se
-    assert mean_se([1.0, 2.0, 3.0]) == pytest.approx((2.0, 1 / math.sqrt(3)))  # sample std 1, over sqrt(3)
-    mean, se = mean_se([5.0])
-    assert mean == 5.0 and math.isnan(se)  # one value has no spread: nan, never a zero that looks certain

@@ -11,7 +11,8 @@ from dpg.stats import betainc, holm, mean_se, paired, sign_test_p, t_test_p
 def test_mean_se():
     m, se = mean_se([1.0, 2.0, 3.0, 4.0])
     assert m == 2.5 and se == pytest.approx(math.sqrt(5 / 3 / 4), rel=1e-15)
-    assert math.isnan(mean_se([3.0])[1])
+    assert mean_se([1.0, 2.0, 3.0]) == pytest.approx((2.0, 1 / math.sqrt(3)))  # sample std 1, over sqrt(3)
+    assert math.isnan(mean_se([3.0])[1])  # one value has no spread: nan, never a zero that looks certain
     with pytest.raises(ValueError, match="no values"):
         mean_se([])
 
