@@ -20,12 +20,12 @@ list of `key=value` overrides of that config (ARMS below). For each arm x seed:
 Then it aggregates every finished run of the study into docs/results/STUDY.json and plots docs/results/STUDY.png
 (and STUDY_pictures.png for the weight-pattern studies) with experiments/plots.py.
 
-The paper regime (docs/results.md, "Protocol for the paper-regime studies"): `--point NAME` adds PAPER to the study
+The paper regime (docs/results_archive.md, "Protocol for the paper-regime studies"): `--point NAME` adds PAPER to the study
 config (the LM-pretrained target, 64 examples per inner optimizer step, the inner learning rates that
 experiments/oneoff/lr_sweep.py chose by its rule, docs/results/paper/inner_lr.json) and the point's batch: NAME =
 bsB_mM is B completions per GRPO step in M inner steps, at TOTAL_EXAMPLES examples seen whatever B (the paper's
 batch-size sweep, at CPU scale). Runs go to runs/paper/NAME/STUDY/ARM/seedS/, the report to docs/results/paper/NAME/STUDY.json.
-Without --point: the 40-step studies of docs/results.md as they were run (random-init target, 16 completions).
+Without --point: the 40-step studies of docs/results_archive.md as they were run (random-init target, 16 completions).
 """
 
 from __future__ import annotations
@@ -53,7 +53,7 @@ from experiments import plots
 ROOT = Path(__file__).resolve().parents[1]
 RUNS = ROOT / "runs" / "studies"
 DOCS = ROOT / "docs" / "results"
-SGD_LR = 1.0  # calibrated once: moves Φ about as much as AdamW at lr 1e-2 on 16 corpus lines (docs/results.md)
+SGD_LR = 1.0  # calibrated once: moves Φ about as much as AdamW at lr 1e-2 on 16 corpus lines (docs/results_archive.md)
 
 ARMS = {
     "dpg_adamw": [],  # the study config as written: exact metagradients through AdamW inner SFT
@@ -104,7 +104,7 @@ def point_overrides(point: str) -> list[str]:
 def arm_overrides(arm: str, point: str | None, extra: list[str] = ()) -> list[str]:
     """ARM's overrides of the study config, with the `--set` ones (`extra`): at a paper-regime POINT with the inner lr
     that experiments/oneoff/lr_sweep.py chose for the arm's optimizer (`extra` may change the point, not the arm or
-    its lr), or (None) as in the 40-step studies of docs/results.md (the config's AdamW lr, SGD_LR for SGD)."""
+    its lr), or (None) as in the 40-step studies of docs/results_archive.md (the config's AdamW lr, SGD_LR for SGD)."""
     sgd = "inner_sft.optimizer=sgd" in ARMS[arm]
     if point is None:
         return [*extra, *ARMS[arm], *([f"inner_sft.lr={SGD_LR}"] if sgd else [])]

@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# Every study of docs/results.md, one after the other (finished arm x seed runs are skipped, so rerunning resumes).
+# Every 40-step study of docs/results_archive.md, one after the other (finished arm x seed runs are skipped, so
+# rerunning resumes).
 #   nohup experiments/run_all.sh > runs/studies.log 2>&1 &
 set -euo pipefail
 cd "$(dirname "$0")/.."

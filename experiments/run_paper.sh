@@ -1,10 +1,10 @@
 #!/usr/bin/env bash
-# The paper-regime batch (docs/results.md, "Protocol for the paper-regime studies"), in the order the
+# The paper-regime batch (docs/results_archive.md, "Protocol for the paper-regime studies"), in the order the
 # fidelity benchmark ranks the studies by how much per-example credit should pay, and seed-major within a study so
 # that every finished seed is a complete paired comparison. Finished arm x seed runs are skipped: rerunning resumes.
 #   JOBS=2 nohup experiments/run_paper.sh > runs/paper.log 2>&1 &
 # Every task is one arm x seed (its own run directory), so JOBS of them can run side by side without clashing.
-# BETA: the GRPO KL coefficient, fixed once for all arms by the control-collapse rule in docs/results.md.
+# BETA: the GRPO KL coefficient, fixed once for all arms by the control-collapse rule in docs/results_archive.md.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 BETA=0.04  # the control arm collapsed at beta = 0 (docs/results/paper/kl_pilot.json)

@@ -2,7 +2,7 @@
 
     python -m experiments.oneoff.normaliser   # trains seeds 0 and 1 if not done yet (~1.5 min each), then reports
 
-docs/results.md (l2_norm, before the change) found DPG-SGD's generator learning to write nothing (mean sample length
+docs/results_archive.md (l2_norm, before the change) found DPG-SGD's generator learning to write nothing (mean sample length
 20 → 2 characters, 60-70 % empty, training Φ −3.2 → −6.1): with the step's token count held fixed in dΦ/dwᵢ, a short
 example looked good while shortening every completion made each remaining token weigh more. This reruns that arm
 (configs/studies/l2_norm.yaml with inner SGD at lr 1.0, 40 GRPO steps) with the default weighted token mean and
