@@ -22,7 +22,8 @@ also 108-115 for l2_norm and qr_code):
 SAMPLES and SCORES lie under docs/results/replication/. A cell writes its result file last and is skipped when the
 file is there; a lock (runs/replication/.locks/) keeps a second process off a cell in progress. The optional arms
 (--arms dpg_sgd control) wait until every required and selection cell of the whole plan is done, run dpg_sgd first,
-and stop at the protocol's 16 MB sample budget. `report` reads docs/results/replication/ alone (below, `report`).
+and stop at the protocol's 16 MB sample budget. `report` reads docs/results/replication/ alone (below, `report`)
+and writes its tables there and into docs/results.md, between that page's markers (`embed`).
 """
 
 from __future__ import annotations
@@ -36,6 +37,7 @@ import hashlib
 import json
 import math
 import os
+import re
 import subprocess
 import sys
 import time
@@ -51,6 +53,7 @@ from experiments.judge import POINT, POINT_SET, ROOT, judge, load_judges, read_s
 
 RUNS = ROOT / "runs" / "replication"
 DOCS = ROOT / "docs" / "results" / "replication"
+RESULTS_PAGE = ROOT / "docs" / "results.md"  # the report page: its tables come from report.json
 STUDIES = ("l2_norm", "uuid", "belief", "language", "sixseven", "qr_code")
 SEEDS = tuple(range(100, 108))
 MORE_SEEDS = {"l2_norm": tuple(range(108, 116)), "qr_code": tuple(range(108, 116))}  # the two low-power studies
@@ -423,12 +426,13 @@ def decide(r: dict) -> str:
     return "tie"
 
 
-def report(docs: Path = DOCS) -> dict:
+def report(docs: Path = DOCS, page: Path | None = None) -> dict:
     """The pre-registered analysis from the committed files under `docs` alone: report.json, report.md and
-    paired.png there. A study is complete when every planned (set, seed) of its required and selection arms has
-    scores, or is listed as missing in missing.json ({"STUDY/SET/seedS": why}); until all six are complete the
-    report is interim: incomplete studies show their per-seed differences only, and no study gets a win, tie or
-    loss (Holm's family is the six studies)."""
+    paired.png there, and the same tables in `page` (docs/results.md) between its markers (`embed`). A study is
+    complete when every planned (set, seed) of its required and selection arms has scores, or is listed as missing
+    in missing.json ({"STUDY/SET/seedS": why}); until all six are complete the report is interim: incomplete
+    studies show their per-seed differences only, and no study gets a win, tie or loss (Holm's family is the six
+    studies)."""
     judges, primary = load_judges()
     scores, set_stats = load_scores(docs), load_set_stats(docs)
     missing_file = docs / "missing.json"
@@ -484,6 +488,8 @@ def report(docs: Path = DOCS) -> dict:
     fsio.make_dir(docs)
     fsio.write_text(docs / "report.json", json.dumps(out, indent=1) + "\n")
     fsio.write_text(docs / "report.md", markdown(out, judges))
+    if page is not None:
+        embed(page, blocks(out))
     if scores:
         figure(scores, judges, primary, complete, docs / "paired.png")
     return out
@@ -505,72 +511,109 @@ def _pm(r: dict, key: str = "mean", digits: int = 4) -> str:
     return f"{r[key]:+.{digits}f}" + (f" ± {se:.{digits}f}" if se is not None else "")
 
 
-def markdown(rep: dict, judges: dict) -> str:
-    status = ("**Interim.** Not every planned cell is complete, so no study is given a win, tie or loss (Holm's "
-              "family is the six studies); incomplete studies show their per-seed differences only."
-              if rep["interim"] else "**Final.** Every planned cell of every study is complete (or listed as missing).")
-    lines = ["# The held-out-judge replication: report", "",
-             "Pre-registered in docs/protocols/replication.md; rebuilt from the committed samples and scores by "
-             "`python -m experiments.replication --only report`.", "", status, "",
-             "## Primary endpoint: D = J(dpg_adamw) − J(naive), paired by seed", "",
-             "J is the study's primary judge; p from the two-sided paired t test over seeds, Holm-adjusted over the "
-             "six studies; the sign test is exact and two-sided; the effect is mean D ÷ the mean over seeds of "
-             "J(naive) − J(initial).", "",
-             "| study | judge | complete | pairs / planned | mean D ± SE | t | p | Holm p | decision | + / − / = "
-             "| sign p | effect (naive's gains) |",
-             "|---|---|---|---|---|---|---|---|---|---|---|---|"]
+def blocks(rep: dict) -> dict[str, list[str]]:
+    """The report's tables as markdown lines, by name: what report.md is made of, and what docs/results.md embeds
+    between its `<!-- replication:NAME -->` markers. A function of report.json alone."""
+    primary = ["| study | judge | complete | pairs / planned | mean D ± SE | t | p | Holm p | decision | + / − / = "
+               "| sign p | effect (naive's gains) |",
+               "|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for study, r in rep["primary"].items():
         n = f"{len(r['seeds'])} / {r['planned_seeds']}"
         if "mean" not in r:
-            lines.append(f"| {study} | {r['judge']} | no | {n} | | | | | | | | |")
+            primary.append(f"| {study} | {r['judge']} | no | {n} | | | | | | | | |")
             continue
         decision = r.get("decision", "")
         if decision == "tie":
             decision = f"tie (planned power {PLANNED_POWER[study]}, an upper bound)"
         eff = r.get("effect_in_naive_gains")
-        lines.append(f"| {study} | {r['judge']} | {'yes' if r['complete'] else 'no'} | {n} | {_pm(r)} | "
-                     f"{_num(r['t'], '.2f')} | {_num(r['p'], '.3g')} | {_num(r.get('holm_p'), '.3g')} | {decision} | "
-                     f"{r['wins']} / {r['losses']} / {r['ties']} | {r['sign_p']:.3g} | {_num(eff, '+.2f')} |")
-    lines += ["", "Per-seed D (primary judge), seed: value", ""]
+        primary.append(f"| {study} | {r['judge']} | {'yes' if r['complete'] else 'no'} | {n} | {_pm(r)} | "
+                       f"{_num(r['t'], '.2f')} | {_num(r['p'], '.3g')} | {_num(r.get('holm_p'), '.3g')} | "
+                       f"{decision} | {r['wins']} / {r['losses']} / {r['ties']} | {r['sign_p']:.3g} | "
+                       f"{_num(eff, '+.2f')} |")
+    primary += ["", "Per-seed D (primary judge), seed: value", ""]
     for study, r in rep["primary"].items():
         values = ", ".join(f"{s}: {d:+.4f}" for s, d in zip(r["seeds"], r["differences"])) or "none yet"
-        lines.append(f"- {study}: {values}")
-    lines += ["", "## Secondary comparisons (reported, no headline claim)", "",
-              "Each family is Holm-corrected over the six studies on its own. The family of a judge holds that "
-              "judge's dpg_adamw − naive in every study; where the judge is the study's primary one, the entry "
-              "repeats the primary endpoint. Held-out-target judges on sixseven and qr_code measure transfer."]
-    for family, results in rep["secondary"].items():
-        lines += ["", f"**{family}**", "", "| study | pairs | mean ± SE | p | Holm p | + / − / = |",
-                  "|---|---|---|---|---|---|"]
-        for study, r in results.items():
-            if "mean" in r:
-                lines.append(f"| {study} | {len(r['seeds'])} | {_pm(r)} | {_num(r['p'], '.3g')} | "
-                             f"{_num(r.get('holm_p'), '.3g')} | {r['wins']} / {r['losses']} / {r['ties']} |")
-            else:
-                values = ", ".join(f"{d:+.4f}" for d in r["differences"]) or "none yet"
-                lines.append(f"| {study} | {len(r['seeds'])} | per seed: {values} | | | |")
-    lines += ["", "## Degeneration of the sample sets (mean over seeds; reported, not tested)", "",
-              "| study | set | seeds | distinct-2 | empty | most common completion | mean words |",
-              "|---|---|---|---|---|---|---|"]
+        primary.append(f"- {study}: {values}")
+
+    def families(names) -> list[str]:
+        lines = []
+        for family in names:
+            lines += [f"**{family}**", "", "| study | pairs | mean ± SE | p | Holm p | + / − / = |",
+                      "|---|---|---|---|---|---|"]
+            for study, r in rep["secondary"][family].items():
+                if "mean" in r:
+                    lines.append(f"| {study} | {len(r['seeds'])} | {_pm(r)} | {_num(r['p'], '.3g')} | "
+                                 f"{_num(r.get('holm_p'), '.3g')} | {r['wins']} / {r['losses']} / {r['ties']} |")
+                else:
+                    values = ", ".join(f"{d:+.4f}" for d in r["differences"]) or "none yet"
+                    lines.append(f"| {study} | {len(r['seeds'])} | per seed: {values} | | | |")
+            lines.append("")
+        return lines[:-1]
+
+    by_judge = [f for f in rep["secondary"] if f.startswith("dpg_adamw − naive, judge ")]
+    selection = [f for f in rep["secondary"] if f not in by_judge]
+    degeneration = ["| study | set | seeds | distinct-2 | empty | most common completion | mean words |",
+                    "|---|---|---|---|---|---|---|"]
     for study, by_set in rep["degeneration"].items():
         for name, d in by_set.items():
-            lines.append(f"| {study} | {name} | {d['seeds']} | {_num(d['distinct_2'], '.3f')} | {d['empty']:.3f} | "
-                         f"{d['most_common']:.3f} | {d['mean_words']:.2f} |")
-    lines += ["", "## Compute per run (mean over seeds)", "",
-              "| study | arm | seeds | examples sampled | SFT runs | with a metagradient | policy updates "
-              "| wall time (s) |",
-              "|---|---|---|---|---|---|---|---|"]
+            degeneration.append(f"| {study} | {name} | {d['seeds']} | {_num(d['distinct_2'], '.3f')} | "
+                                f"{d['empty']:.3f} | {d['most_common']:.3f} | {d['mean_words']:.2f} |")
+    compute = ["| study | arm | seeds | examples sampled | SFT runs | with a metagradient | policy updates "
+               "| wall time (s) |",
+               "|---|---|---|---|---|---|---|---|"]
     for study, by_arm in rep["compute"].items():
         for name, c in by_arm.items():
-            lines.append(f"| {study} | {name} | {c['seeds']} | {c['examples_sampled']:.0f} | {c['sft_runs']:.0f} | "
-                         f"{c['sft_runs_with_metagradient']:.0f} | {c['policy_updates']:.0f} | "
-                         f"{c['wall_seconds']:.0f} |")
+            compute.append(f"| {study} | {name} | {c['seeds']} | {c['examples_sampled']:.0f} | {c['sft_runs']:.0f} | "
+                           f"{c['sft_runs_with_metagradient']:.0f} | {c['policy_updates']:.0f} | "
+                           f"{c['wall_seconds']:.0f} |")
     optional = ", ".join(rep["optional_arms_run"]) or "none"
-    lines += ["", f"Optional arms run: {optional}. Committed samples: {rep['samples_bytes'] / 1e6:.2f} MB of the "
-              f"{BUDGET_BYTES / 1e6:.0f} MB budget. Missing cells: {rep['missing'] or 'none'}.",
-              "", "Judges: " + "; ".join(f"`{j.name}` ({j.role})" for j in judges.values()) + ".",
-              "", "![every seed's paired difference per study and judge](paired.png)", ""]
+    status = ("**Interim.** Not every planned cell is complete, so no study is given a win, tie or loss (Holm's "
+              "family is the six studies); incomplete studies show their per-seed differences only."
+              if rep["interim"] else "**Final.** Every planned cell of every study is complete (or listed as missing).")
+    return {"status": [status], "primary": primary, "judges": families(by_judge), "selection": families(selection),
+            "degeneration": degeneration, "compute": compute,
+            "budget": [f"Optional arms run: {optional}. Committed samples: {rep['samples_bytes'] / 1e6:.2f} MB of the "
+                       f"{BUDGET_BYTES / 1e6:.0f} MB budget. Missing cells: {rep['missing'] or 'none'}."]}
+
+
+def markdown(rep: dict, judges: dict) -> str:
+    b = blocks(rep)
+    lines = ["# The held-out-judge replication: report", "",
+             "Pre-registered in docs/protocols/replication.md; rebuilt from the committed samples and scores by "
+             "`python -m experiments.replication --only report`.", "", *b["status"], "",
+             "## Primary endpoint: D = J(dpg_adamw) − J(naive), paired by seed", "",
+             "J is the study's primary judge; p from the two-sided paired t test over seeds, Holm-adjusted over the "
+             "six studies; the sign test is exact and two-sided; the effect is mean D ÷ the mean over seeds of "
+             "J(naive) − J(initial).", "", *b["primary"], "",
+             "## Secondary comparisons (reported, no headline claim)", "",
+             "Each family is Holm-corrected over the six studies on its own. The family of a judge holds that "
+             "judge's dpg_adamw − naive in every study; where the judge is the study's primary one, the entry "
+             "repeats the primary endpoint. Held-out-target judges on sixseven and qr_code measure transfer.", "",
+             *b["judges"], "", *b["selection"], "",
+             "## Degeneration of the sample sets (mean over seeds; reported, not tested)", "", *b["degeneration"], "",
+             "## Compute per run (mean over seeds)", "", *b["compute"], "", *b["budget"], "",
+             "Judges: " + "; ".join(f"`{j.name}` ({j.role})" for j in judges.values()) + ".",
+             "", "![every seed's paired difference per study and judge](paired.png)", ""]
     return "\n".join(lines)
+
+
+MARKER = re.compile(r"(<!-- replication:(\w+) -->\n)(.*?)(<!-- /replication:\2 -->)", re.S)
+
+
+def embed(page: Path, tables: dict[str, list[str]]) -> None:
+    """Writes each named block between its `<!-- replication:NAME -->` and `<!-- /replication:NAME -->` markers in
+    `page` (a blank line either side, so the markdown around it renders as tables). A marker without its end, or a
+    name that is not a block, is an error naming it: a page whose tables could go stale must not pass silently."""
+    text = page.read_text()
+    opened = re.findall(r"<!-- replication:(\w+) -->", text)
+    closed = set(re.findall(r"<!-- /replication:(\w+) -->", text))
+    for name in opened:
+        if name not in tables:
+            raise ValueError(f"{page}: <!-- replication:{name} --> names no report block (known: {sorted(tables)})")
+        if name not in closed:
+            raise ValueError(f"{page}: <!-- replication:{name} --> has no <!-- /replication:{name} --> after it")
+    fsio.write_text(page, MARKER.sub(lambda m: m.group(1) + "\n" + "\n".join(tables[m.group(2)]) + "\n\n" + m.group(4),
+                                     text))
 
 
 def _num(v, spec: str) -> str:
@@ -656,8 +699,9 @@ def main(argv=None) -> int:
         if failed:
             print(f"{failed} cell(s) failed (above); rerun the command to retry them", flush=True)
     if "report" in stages:
-        rep = report(s.docs)
-        print(f"wrote {s.docs / 'report.md'} ({'interim' if rep['interim'] else 'final'})")
+        rep = report(s.docs, RESULTS_PAGE)
+        print(f"wrote {s.docs / 'report.md'} and the tables of {RESULTS_PAGE.relative_to(ROOT)} "
+              f"({'interim' if rep['interim'] else 'final'})")
     return 1 if failed else 0
 
 

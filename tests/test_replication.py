@@ -186,6 +186,57 @@ def test_an_incomplete_batch_gives_an_interim_report_without_decisions(tmp_path)
     assert not rep["interim"] and rep["primary"]["l2_norm"]["n"] == 15 and "decision" in rep["primary"]["l2_norm"]
 
 
+PAGE = """# Results
+
+<!-- replication:status -->
+stale
+<!-- /replication:status -->
+
+text between
+
+<!-- replication:primary -->
+<!-- /replication:primary -->
+"""
+
+
+def test_the_results_page_gets_the_reports_tables_between_its_markers(tmp_path):
+    write_scores(tmp_path)
+    page = tmp_path / "results.md"
+    page.write_text(PAGE)
+    rep = replication.report(tmp_path, page)
+    b = replication.blocks(rep)
+    text = page.read_text()
+    assert "stale" not in text and "text between" in text and "**Final.**" in text
+    assert "\n".join(b["primary"]) in text and "| uuid | heldout_target_half_lr | yes | 8 / 8 |" in text
+    assert "\n".join(b["primary"]) in (tmp_path / "report.md").read_text()  # the same tables as report.md's
+    replication.embed(page, b)
+    assert page.read_text() == text  # writing it again changes nothing
+
+
+@pytest.mark.parametrize("bad, why", [
+    ("<!-- replication:primary -->\n", "has no <!-- /replication:primary -->"),
+    ("<!-- replication:tables -->\n<!-- /replication:tables -->\n", "names no report block"),
+])
+def test_a_broken_marker_is_an_error_naming_it(tmp_path, bad, why):
+    page = tmp_path / "results.md"
+    page.write_text("# Results\n\n" + bad)
+    with pytest.raises(ValueError, match=why):
+        replication.embed(page, {"primary": ["| a |"]})
+    assert page.read_text() == "# Results\n\n" + bad
+
+
+def test_the_committed_results_page_shows_the_committed_report():
+    """docs/results.md's replication tables are exactly what the committed report.json renders to, so no table of
+    the report page can drift from the data."""
+    rep = json.loads((replication.DOCS / "report.json").read_text())
+    text = replication.RESULTS_PAGE.read_text()
+    shown = dict(re.findall(r"<!-- replication:(\w+) -->\n\n(.*?)\n\n<!-- /replication:\1 -->", text, re.S))
+    expected = {name: "\n".join(lines) for name, lines in replication.blocks(rep).items()}
+    assert set(shown) == set(expected)
+    for name in expected:
+        assert shown[name] == expected[name], f"docs/results.md block {name!r}: run --only report and commit both"
+
+
 # -- cells ------------------------------------------------------------------------------------------------------------
 
 
