@@ -23,7 +23,7 @@ SAMPLES and SCORES lie under docs/results/replication/. A cell writes its result
 file is there; a lock (runs/replication/.locks/) keeps a second process off a cell in progress. The optional arms
 (--arms dpg_sgd control) wait until every required and selection cell of the whole plan is done, run dpg_sgd first,
 and stop at the protocol's 16 MB sample budget. `report` reads docs/results/replication/ alone (below, `report`)
-and writes its tables there and into docs/results.md, between that page's markers (`embed`).
+and writes its tables there and into README.md and docs/results.md, between their markers (`embed`).
 """
 
 from __future__ import annotations
@@ -53,7 +53,7 @@ from experiments.judge import POINT, POINT_SET, ROOT, judge, load_judges, read_s
 
 RUNS = ROOT / "runs" / "replication"
 DOCS = ROOT / "docs" / "results" / "replication"
-RESULTS_PAGE = ROOT / "docs" / "results.md"  # the report page: its tables come from report.json
+PAGES = (ROOT / "README.md", ROOT / "docs" / "results.md")  # their replication blocks come from report.json
 STUDIES = ("l2_norm", "uuid", "belief", "language", "sixseven", "qr_code")
 SEEDS = tuple(range(100, 108))
 MORE_SEEDS = {"l2_norm": tuple(range(108, 116)), "qr_code": tuple(range(108, 116))}  # the two low-power studies
@@ -426,13 +426,13 @@ def decide(r: dict) -> str:
     return "tie"
 
 
-def report(docs: Path = DOCS, page: Path | None = None) -> dict:
+def report(docs: Path = DOCS, pages: tuple[Path, ...] = ()) -> dict:
     """The pre-registered analysis from the committed files under `docs` alone: report.json, report.md and
-    paired.png there, and the same tables in `page` (docs/results.md) between its markers (`embed`). A study is
-    complete when every planned (set, seed) of its required and selection arms has scores, or is listed as missing
-    in missing.json ({"STUDY/SET/seedS": why}); until all six are complete the report is interim: incomplete
-    studies show their per-seed differences only, and no study gets a win, tie or loss (Holm's family is the six
-    studies)."""
+    paired.png there, and the same blocks in `pages` (README, docs/results.md) between their markers (`embed`). A
+    study is complete when every planned (set, seed) of its required and selection arms has scores, or is listed as
+    missing in missing.json ({"STUDY/SET/seedS": why}); until all six are complete the report is interim:
+    incomplete studies show their per-seed differences only, and no study gets a win, tie or loss (Holm's family is
+    the six studies)."""
     judges, primary = load_judges()
     scores, set_stats = load_scores(docs), load_set_stats(docs)
     missing_file = docs / "missing.json"
@@ -488,7 +488,7 @@ def report(docs: Path = DOCS, page: Path | None = None) -> dict:
     fsio.make_dir(docs)
     fsio.write_text(docs / "report.json", json.dumps(out, indent=1) + "\n")
     fsio.write_text(docs / "report.md", markdown(out, judges))
-    if page is not None:
+    for page in pages:
         embed(page, blocks(out))
     if scores:
         figure(scores, judges, primary, complete, docs / "paired.png")
@@ -512,8 +512,9 @@ def _pm(r: dict, key: str = "mean", digits: int = 4) -> str:
 
 
 def blocks(rep: dict) -> dict[str, list[str]]:
-    """The report's tables as markdown lines, by name: what report.md is made of, and what docs/results.md embeds
-    between its `<!-- replication:NAME -->` markers. A function of report.json alone."""
+    """The report's tables as markdown lines, by name: what report.md is made of, and what README.md (the
+    headline: each study's decision) and docs/results.md embed between their `<!-- replication:NAME -->` markers.
+    A function of report.json alone."""
     primary = ["| study | judge | complete | pairs / planned | mean D ± SE | t | p | Holm p | decision | + / − / = "
                "| sign p | effect (naive's gains) |",
                "|---|---|---|---|---|---|---|---|---|---|---|---|"]
@@ -570,7 +571,17 @@ def blocks(rep: dict) -> dict[str, list[str]]:
     status = ("**Interim.** Not every planned cell is complete, so no study is given a win, tie or loss (Holm's "
               "family is the six studies); incomplete studies show their per-seed differences only."
               if rep["interim"] else "**Final.** Every planned cell of every study is complete (or listed as missing).")
-    return {"status": [status], "primary": primary, "judges": families(by_judge), "selection": families(selection),
+    pairs = sum(len(r["seeds"]) for r in rep["primary"].values())
+    planned = sum(r["planned_seeds"] for r in rep["primary"].values())
+    if rep["interim"]:
+        headline = (f"*Interim*: {pairs} of {planned} planned (study, seed) pairs are complete; until every one is, "
+                    "the protocol gives no study a win, tie or loss.")
+    else:
+        headline = "; ".join(
+            f"**{study}: {r['decision']}**" + (f" ({r['mean']:+.3g} ± {r['se']:.2g}, {len(r['seeds'])} seeds)"
+                                                if "mean" in r else "")
+            for study, r in rep["primary"].items()) + "."
+    return {"status": [status], "headline": [headline], "primary": primary, "judges": families(by_judge), "selection": families(selection),
             "degeneration": degeneration, "compute": compute,
             "budget": [f"Optional arms run: {optional}. Committed samples: {rep['samples_bytes'] / 1e6:.2f} MB of the "
                        f"{BUDGET_BYTES / 1e6:.0f} MB budget. Missing cells: {rep['missing'] or 'none'}."]}
@@ -699,8 +710,8 @@ def main(argv=None) -> int:
         if failed:
             print(f"{failed} cell(s) failed (above); rerun the command to retry them", flush=True)
     if "report" in stages:
-        rep = report(s.docs, RESULTS_PAGE)
-        print(f"wrote {s.docs / 'report.md'} and the tables of {RESULTS_PAGE.relative_to(ROOT)} "
+        rep = report(s.docs, PAGES)
+        print(f"wrote {s.docs / 'report.md'} and the blocks of {', '.join(str(p.relative_to(ROOT)) for p in PAGES)} "
               f"({'interim' if rep['interim'] else 'final'})")
     return 1 if failed else 0
 

@@ -203,12 +203,15 @@ def test_the_results_page_gets_the_reports_tables_between_its_markers(tmp_path):
     write_scores(tmp_path)
     page = tmp_path / "results.md"
     page.write_text(PAGE)
-    rep = replication.report(tmp_path, page)
+    rep = replication.report(tmp_path, (page,))
     b = replication.blocks(rep)
     text = page.read_text()
     assert "stale" not in text and "text between" in text and "**Final.**" in text
     assert "\n".join(b["primary"]) in text and "| uuid | heldout_target_half_lr | yes | 8 / 8 |" in text
     assert "\n".join(b["primary"]) in (tmp_path / "report.md").read_text()  # the same tables as report.md's
+    assert b["headline"] == ["**l2_norm: tie** (+0 ± 0.026, 16 seeds); **uuid: win** (+0.5 ± 0.021, 8 seeds); "
+                             "**belief: win** (+0.2 ± 0.021, 8 seeds); **language: loss** (-0.5 ± 0.021, 8 seeds); "
+                             "**sixseven: tie** (+0.0463 ± 0.036, 8 seeds); **qr_code: win** (+0.375 ± 0.012, 16 seeds)."]
     replication.embed(page, b)
     assert page.read_text() == text  # writing it again changes nothing
 
@@ -225,16 +228,16 @@ def test_a_broken_marker_is_an_error_naming_it(tmp_path, bad, why):
     assert page.read_text() == "# Results\n\n" + bad
 
 
-def test_the_committed_results_page_shows_the_committed_report():
-    """docs/results.md's replication tables are exactly what the committed report.json renders to, so no table of
-    the report page can drift from the data."""
+@pytest.mark.parametrize("page", replication.PAGES, ids=lambda p: p.name)
+def test_the_committed_pages_show_the_committed_report(page):
+    """The replication blocks of README.md and docs/results.md are exactly what the committed report.json renders
+    to, so no table or headline can drift from the data."""
     rep = json.loads((replication.DOCS / "report.json").read_text())
-    text = replication.RESULTS_PAGE.read_text()
-    shown = dict(re.findall(r"<!-- replication:(\w+) -->\n\n(.*?)\n\n<!-- /replication:\1 -->", text, re.S))
+    shown = dict(re.findall(r"<!-- replication:(\w+) -->\n\n(.*?)\n\n<!-- /replication:\1 -->", page.read_text(), re.S))
     expected = {name: "\n".join(lines) for name, lines in replication.blocks(rep).items()}
-    assert set(shown) == set(expected)
-    for name in expected:
-        assert shown[name] == expected[name], f"docs/results.md block {name!r}: run --only report and commit both"
+    assert shown, f"{page.name} shows no replication block"
+    for name in shown:
+        assert shown[name] == expected[name], f"{page.name} block {name!r}: run --only report and commit both"
 
 
 # -- cells ------------------------------------------------------------------------------------------------------------
