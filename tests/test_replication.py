@@ -1,4 +1,4 @@
-"""The held-out-judge replication's tooling (experiments/judges.yaml, experiments/judge.py, experiments/replication.py):
+"""The held-out-judge replication's tooling (experiments/judges.yaml, judge.py, replication.py, replication_report.py):
 the judges are the protocol's table, a judge is deterministic and its `train` repeat 0 is the training recipe's SFT,
 the report's statistics follow the pre-registered rule, cells are skipped once done, and a lock keeps a second
 process off a cell."""
@@ -15,6 +15,7 @@ import pytest
 from dpg import stats
 from experiments import judge as judging
 from experiments import replication
+from experiments import replication_report as reporting
 from experiments.replication import Cell, Settings
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -147,7 +148,7 @@ def holm_by_hand(ps: list[float]) -> list[float]:
 
 def test_report_statistics_on_synthetic_scores(tmp_path):
     write_scores(tmp_path)
-    rep = replication.report(tmp_path)
+    rep = reporting.report(tmp_path)
     assert not rep["interim"] and all(rep["complete"].values())
     primary = rep["primary"]
     ps = [stats.paired([0.5 + d for d in D[s]], [0.5] * len(D[s])).p for s in replication.STUDIES]
@@ -173,7 +174,7 @@ def test_report_statistics_on_synthetic_scores(tmp_path):
 
 def test_an_incomplete_batch_gives_an_interim_report_without_decisions(tmp_path):
     write_scores(tmp_path, skip={("l2_norm", "naive", 115)})
-    rep = replication.report(tmp_path)
+    rep = reporting.report(tmp_path)
     assert rep["interim"] and not rep["complete"]["l2_norm"] and rep["complete"]["uuid"]
     assert all("decision" not in r and "holm_p" not in r for r in rep["primary"].values())
     l2 = rep["primary"]["l2_norm"]
@@ -182,7 +183,7 @@ def test_an_incomplete_batch_gives_an_interim_report_without_decisions(tmp_path)
     assert "**Interim.**" in (tmp_path / "report.md").read_text()
     # a run reported as missing completes the study; its pair is dropped
     (tmp_path / "missing.json").write_text(json.dumps({"l2_norm/naive/seed115": "crashed, could not be resumed"}))
-    rep = replication.report(tmp_path)
+    rep = reporting.report(tmp_path)
     assert not rep["interim"] and rep["primary"]["l2_norm"]["n"] == 15 and "decision" in rep["primary"]["l2_norm"]
 
 
@@ -203,16 +204,17 @@ def test_the_results_page_gets_the_reports_tables_between_its_markers(tmp_path):
     write_scores(tmp_path)
     page = tmp_path / "results.md"
     page.write_text(PAGE)
-    rep = replication.report(tmp_path, (page,))
-    b = replication.blocks(rep)
+    rep = reporting.report(tmp_path, (page,))
+    b = reporting.blocks(rep)
     text = page.read_text()
     assert "stale" not in text and "text between" in text and "**Final.**" in text
     assert "\n".join(b["primary"]) in text and "| uuid | heldout_target_half_lr | yes | 8 / 8 |" in text
     assert "\n".join(b["primary"]) in (tmp_path / "report.md").read_text()  # the same tables as report.md's
-    assert b["headline"] == ["**l2_norm: tie** (+0 ± 0.026, 16 seeds); **uuid: win** (+0.5 ± 0.021, 8 seeds); "
-                             "**belief: win** (+0.2 ± 0.021, 8 seeds); **language: loss** (-0.5 ± 0.021, 8 seeds); "
-                             "**sixseven: tie** (+0.0463 ± 0.036, 8 seeds); **qr_code: win** (+0.375 ± 0.012, 16 seeds)."]
-    replication.embed(page, b)
+    assert b["headline"] == [
+        "**l2_norm: tie** (+0 ± 0.026, 16 seeds); **uuid: win** (+0.5 ± 0.021, 8 seeds); "
+        "**belief: win** (+0.2 ± 0.021, 8 seeds); **language: loss** (-0.5 ± 0.021, 8 seeds); "
+        "**sixseven: tie** (+0.0463 ± 0.036, 8 seeds); **qr_code: win** (+0.375 ± 0.012, 16 seeds)."]
+    reporting.embed(page, b)
     assert page.read_text() == text  # writing it again changes nothing
 
 
@@ -224,17 +226,17 @@ def test_a_broken_marker_is_an_error_naming_it(tmp_path, bad, why):
     page = tmp_path / "results.md"
     page.write_text("# Results\n\n" + bad)
     with pytest.raises(ValueError, match=why):
-        replication.embed(page, {"primary": ["| a |"]})
+        reporting.embed(page, {"primary": ["| a |"]})
     assert page.read_text() == "# Results\n\n" + bad
 
 
-@pytest.mark.parametrize("page", replication.PAGES, ids=lambda p: p.name)
+@pytest.mark.parametrize("page", reporting.PAGES, ids=lambda p: p.name)
 def test_the_committed_pages_show_the_committed_report(page):
     """The replication blocks of README.md and docs/results.md are exactly what the committed report.json renders
     to, so no table or headline can drift from the data."""
     rep = json.loads((replication.DOCS / "report.json").read_text())
     shown = dict(re.findall(r"<!-- replication:(\w+) -->\n\n(.*?)\n\n<!-- /replication:\1 -->", page.read_text(), re.S))
-    expected = {name: "\n".join(lines) for name, lines in replication.blocks(rep).items()}
+    expected = {name: "\n".join(lines) for name, lines in reporting.blocks(rep).items()}
     assert shown, f"{page.name} shows no replication block"
     for name in shown:
         assert shown[name] == expected[name], f"{page.name} block {name!r}: run --only report and commit both"
