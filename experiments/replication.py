@@ -410,7 +410,7 @@ def main(argv=None) -> int:
         if failed:
             print(f"{failed} cell(s) failed (above); rerun the command to retry them", flush=True)
     if "report" in stages:
-        from experiments.replication_report import PAGES, report
+        from experiments.replication_report import PAGES, report  # here: that module imports this one's plan
 
         rep = report(s.docs, PAGES)
         print(f"wrote {s.docs / 'report.md'} and the blocks of {', '.join(str(p.relative_to(ROOT)) for p in PAGES)} "

@@ -140,9 +140,10 @@ def report(docs: Path = DOCS, pages: tuple[Path, ...] = ()) -> dict:
     }
     fsio.make_dir(docs)
     fsio.write_text(docs / "report.json", json.dumps(out, indent=1) + "\n")
-    fsio.write_text(docs / "report.md", markdown(out, judges))
+    tables = blocks(out)
+    fsio.write_text(docs / "report.md", markdown(tables, judges))
     for page in pages:
-        embed(page, blocks(out))
+        embed(page, tables)
     if scores:
         figure(scores, judges, primary, complete, docs / "paired.png")
     return out
@@ -240,8 +241,8 @@ def blocks(rep: dict) -> dict[str, list[str]]:
                        f"{BUDGET_BYTES / 1e6:.0f} MB budget. Missing cells: {rep['missing'] or 'none'}."]}
 
 
-def markdown(rep: dict, judges: dict) -> str:
-    b = blocks(rep)
+def markdown(b: dict[str, list[str]], judges: dict) -> str:
+    """report.md: the blocks (`blocks`) with their headings and what each table means."""
     lines = ["# The held-out-judge replication: report", "",
              "Pre-registered in docs/protocols/replication.md; rebuilt from the committed samples and scores by "
              "`python -m experiments.replication --only report`.", "", *b["status"], "",

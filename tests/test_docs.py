@@ -2,6 +2,7 @@
 (`page.md#anchor`), the page has a heading with that anchor, as GitHub derives it."""
 import re
 import unicodedata
+from functools import cache
 from pathlib import Path
 
 import pytest
@@ -20,6 +21,7 @@ def anchor(heading: str) -> str:
     return kept.replace(" ", "-")
 
 
+@cache  # a page is linked many times
 def anchors(page: Path) -> set[str]:
     """Every heading's anchor, a repeated heading's with GitHub's -1, -2 … suffix."""
     seen: dict[str, int] = {}
