@@ -6,8 +6,9 @@
     python -m experiments.replication --only judge report   # scores and report from the committed samples alone
     python -m experiments.replication --studies l2_norm --seeds 100 101 --arms dpg_adamw naive
 
-Cells run seed-major, as the protocol orders them: for each seed, for each study that plans it (100-107 everywhere,
-also 108-115 for l2_norm and qr_code):
+The plan (studies, seeds, arms, the cells' order) is experiments/replication_plan.py. Cells run seed-major, as the
+protocol orders them: for each seed, for each study that plans it (100-107 everywhere, also 108-115 for l2_norm and
+qr_code):
 
   train   experiments.run's run_one for dpg_adamw, then naive, at the bs256_m4 point (--set grpo.beta=0.04), into
           runs/replication/STUDY/ARM/seedS/ (resumed from its last checkpoint; nothing there is ever deleted);
@@ -47,24 +48,12 @@ from pathlib import Path
 
 from dpg.run import fsio
 from experiments.judge import POINT, POINT_SET, ROOT, judge, load_judges, read_samples, study_config
+from experiments.replication_plan import (BUDGET_BYTES, DOCS, OPTIONAL, POOL_SEED, REQUIRED, SAMPLE_SEED,
+                                          SELECTION, SET_BYTES, STAGES, STUDIES, Cell, plan, planned_seeds,
+                                          samples_bytes)
+from experiments.replication_report import PAGES, report
 
 RUNS = ROOT / "runs" / "replication"
-DOCS = ROOT / "docs" / "results" / "replication"
-STUDIES = ("l2_norm", "uuid", "belief", "language", "sixseven", "qr_code")
-SEEDS = tuple(range(100, 108))
-MORE_SEEDS = {"l2_norm": tuple(range(108, 116)), "qr_code": tuple(range(108, 116))}  # the two low-power studies
-REQUIRED = ("dpg_adamw", "naive")
-SELECTION = ("select_4096", "select_40960")
-OPTIONAL = ("dpg_sgd", "control")  # in this order, after every required and selection cell
-STAGES = ("train", "sample", "select", "judge")
-SAMPLE_SEED = 20_000
-POOL_SEED = {"select_4096": 30_000, "select_40960": 40_000}
-BUDGET_BYTES = 16 * 10**6  # every committed sample set together
-SET_BYTES = 40_000  # the protocol's bound on one sample set, to stop optional arms before the budget is passed
-
-
-def planned_seeds(study: str) -> tuple[int, ...]:
-    return SEEDS + MORE_SEEDS.get(study, ())
 
 
 @dataclass
@@ -79,35 +68,6 @@ class Settings:
     extra: tuple[str, ...] = ()  # config overrides after the point's
     runs: Path = RUNS
     docs: Path = DOCS
-
-
-@dataclass(frozen=True)
-class Cell:
-    stage: str  # train | sample | select | judge
-    study: str
-    name: str  # the arm, or the sample set ("initial" or an arm)
-    seed: int
-
-    def __str__(self) -> str:
-        return f"{self.stage} {self.study}/{self.name}/seed{self.seed}"
-
-
-def plan(studies=STUDIES, seeds=None, arms=(*REQUIRED, *SELECTION), stages=STAGES) -> list[Cell]:
-    """The cells of the batch in the protocol's order: seed-major; per (study, seed) the RL pair, its samples, the
-    selection arms, then the judging; the optional arms last, each over every seed and study."""
-    rl = [a for a in REQUIRED if a in arms]
-    sel = [a for a in SELECTION if a in arms]
-    order = sorted({s for study in studies for s in planned_seeds(study) if seeds is None or s in seeds})
-    pairs = [(seed, study) for seed in order for study in studies if seed in planned_seeds(study)]
-    cells = []
-    for seed, study in pairs:
-        cells += [Cell("train", study, a, seed) for a in rl]
-        cells += [Cell("sample", study, x, seed) for x in ("initial", *rl)]
-        cells += [Cell("select", study, a, seed) for a in sel]
-        cells += [Cell("judge", study, x, seed) for x in ("initial", *rl, *sel)]
-    for arm in (a for a in OPTIONAL if a in arms):
-        cells += [Cell(stage, study, arm, seed) for seed, study in pairs for stage in ("train", "sample", "judge")]
-    return [c for c in cells if c.stage in stages]
 
 
 # -- where a cell's files lie -----------------------------------------------------------------------------------------
@@ -140,10 +100,6 @@ def result_path(cell: Cell, s: Settings) -> Path:
 
 def done(cell: Cell, s: Settings) -> bool:
     return result_path(cell, s).is_file()
-
-
-def samples_bytes(docs: Path) -> int:
-    return sum(f.stat().st_size for f in (docs / "samples").glob("*/seed*/*.jsonl.gz"))
 
 
 def waiting(cell: Cell, s: Settings) -> str | None:
@@ -410,8 +366,6 @@ def main(argv=None) -> int:
         if failed:
             print(f"{failed} cell(s) failed (above); rerun the command to retry them", flush=True)
     if "report" in stages:
-        from experiments.replication_report import PAGES, report  # here: that module imports this one's plan
-
         rep = report(s.docs, PAGES)
         print(f"wrote {s.docs / 'report.md'} and the blocks of {', '.join(str(p.relative_to(ROOT)) for p in PAGES)} "
               f"({'interim' if rep['interim'] else 'final'})")

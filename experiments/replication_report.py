@@ -18,8 +18,8 @@ from pathlib import Path
 from dpg import stats
 from dpg.run import fsio
 from experiments.judge import ROOT, load_judges
-from experiments.replication import (BUDGET_BYTES, DOCS, OPTIONAL, REQUIRED, SELECTION, STUDIES, plan, planned_seeds,
-                                     samples_bytes)
+from experiments.replication_plan import (BUDGET_BYTES, DOCS, OPTIONAL, REQUIRED, SELECTION, STUDIES, plan,
+                                          planned_seeds, samples_bytes)
 
 PAGES = (ROOT / "README.md", ROOT / "docs" / "results.md")  # their replication blocks come from report.json
 # The protocol's power at Holm's strictest level for the planned seeds, from the earlier batch's train-judge effects

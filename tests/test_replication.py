@@ -1,7 +1,7 @@
-"""The held-out-judge replication's tooling (experiments/judges.yaml, judge.py, replication.py, replication_report.py):
-the judges are the protocol's table, a judge is deterministic and its `train` repeat 0 is the training recipe's SFT,
-the report's statistics follow the pre-registered rule, cells are skipped once done, and a lock keeps a second
-process off a cell."""
+"""The held-out-judge replication's tooling (experiments/judges.yaml, judge.py, replication_plan.py, replication.py,
+replication_report.py): the judges are the protocol's table, a judge is deterministic and its `train` repeat 0 is the
+training recipe's SFT, the report's statistics follow the pre-registered rule, cells are skipped once done, and a lock
+keeps a second process off a cell."""
 
 import json
 import math
@@ -14,9 +14,10 @@ import pytest
 
 from dpg import stats
 from experiments import judge as judging
-from experiments import replication
+from experiments import replication, replication_plan
 from experiments import replication_report as reporting
-from experiments.replication import Cell, Settings
+from experiments.replication import Settings
+from experiments.replication_plan import Cell
 
 ROOT = Path(__file__).resolve().parents[1]
 PROTOCOL = ROOT / "docs" / "protocols" / "replication.md"
@@ -59,7 +60,7 @@ def test_judges_are_the_protocols_table():
     stated = re.findall(r"\*\*([a-z_0-9, ]+)\*\* — [^`]*?the primary judge is `(\w+)`", text)
     assert len(stated) == 2
     assert primary == {study.strip(): name for studies, name in stated for study in studies.split(",")}
-    assert set(primary) == set(replication.STUDIES)
+    assert set(primary) == set(replication_plan.STUDIES)
 
 
 def test_a_wrong_judge_is_an_error_naming_it(tmp_path):
@@ -125,7 +126,7 @@ D = {"uuid": [0.5, 0.6, 0.4, 0.55, 0.45, 0.5, 0.52, 0.48],
 def write_scores(docs: Path, skip=()):
     judges, _ = judging.load_judges()
     for study, ds in D.items():
-        for seed, d in zip(replication.planned_seeds(study), ds):
+        for seed, d in zip(replication_plan.planned_seeds(study), ds):
             values = {"initial": 0.0, "naive": 0.5, "dpg_adamw": 0.5 + d, "select_4096": 0.5 + d / 2,
                       "select_40960": 0.6}
             for name, v in values.items():
@@ -151,10 +152,10 @@ def test_report_statistics_on_synthetic_scores(tmp_path):
     rep = reporting.report(tmp_path)
     assert not rep["interim"] and all(rep["complete"].values())
     primary = rep["primary"]
-    ps = [stats.paired([0.5 + d for d in D[s]], [0.5] * len(D[s])).p for s in replication.STUDIES]
-    for study, adjusted in zip(replication.STUDIES, holm_by_hand(ps)):
+    ps = [stats.paired([0.5 + d for d in D[s]], [0.5] * len(D[s])).p for s in replication_plan.STUDIES]
+    for study, adjusted in zip(replication_plan.STUDIES, holm_by_hand(ps)):
         r = primary[study]
-        assert r["n"] == len(D[study]) and r["seeds"] == list(replication.planned_seeds(study))
+        assert r["n"] == len(D[study]) and r["seeds"] == list(replication_plan.planned_seeds(study))
         assert r["mean"] == pytest.approx(sum(D[study]) / len(D[study]))
         assert r["holm_p"] == pytest.approx(adjusted)
         assert r["effect_in_naive_gains"] == pytest.approx(r["mean"] / 0.5)
@@ -164,8 +165,8 @@ def test_report_statistics_on_synthetic_scores(tmp_path):
     assert primary["l2_norm"]["sign_p"] == 1.0 and primary["l2_norm"]["p"] == pytest.approx(1.0)
     # secondary families, each Holm-corrected over the six studies on its own
     sel = rep["secondary"]["dpg_adamw − select_4096, primary judge"]
-    ps = [stats.paired([0.5 + d for d in D[s]], [0.5 + d / 2 for d in D[s]]).p for s in replication.STUDIES]
-    assert [sel[s]["holm_p"] for s in replication.STUDIES] == pytest.approx(holm_by_hand(ps))
+    ps = [stats.paired([0.5 + d for d in D[s]], [0.5 + d / 2 for d in D[s]]).p for s in replication_plan.STUDIES]
+    assert [sel[s]["holm_p"] for s in replication_plan.STUDIES] == pytest.approx(holm_by_hand(ps))
     assert rep["secondary"]["select_40960 − naive, primary judge"]["uuid"]["mean"] == pytest.approx(0.1)
     md = (tmp_path / "report.md").read_text()
     assert "**Final.**" in md and "tie (planned power 0.53, an upper bound)" in md
@@ -234,7 +235,7 @@ def test_a_broken_marker_is_an_error_naming_it(tmp_path, bad, why):
 def test_the_committed_pages_show_the_committed_report(page):
     """The replication blocks of README.md and docs/results.md are exactly what the committed report.json renders
     to, so no table or headline can drift from the data."""
-    rep = json.loads((replication.DOCS / "report.json").read_text())
+    rep = json.loads((replication_plan.DOCS / "report.json").read_text())
     shown = dict(re.findall(r"<!-- replication:(\w+) -->\n\n(.*?)\n\n<!-- /replication:\1 -->", page.read_text(), re.S))
     expected = {name: "\n".join(lines) for name, lines in reporting.blocks(rep).items()}
     assert shown, f"{page.name} shows no replication block"
@@ -246,7 +247,7 @@ def test_the_committed_pages_show_the_committed_report(page):
 
 
 def test_plan_is_seed_major_in_pairs():
-    cells = replication.plan()
+    cells = replication_plan.plan()
     first = cells[:12]
     assert [str(c) for c in first[:3]] == ["train l2_norm/dpg_adamw/seed100", "train l2_norm/naive/seed100",
                                            "sample l2_norm/initial/seed100"]
@@ -254,7 +255,7 @@ def test_plan_is_seed_major_in_pairs():
     train = [c for c in cells if c.stage == "train"]
     assert len(train) == 2 * (6 * 8 + 2 * 8) and train[-1] == Cell("train", "qr_code", "naive", 115)
     assert not any(c.seed > 107 and c.study not in ("l2_norm", "qr_code") for c in cells)
-    optional = replication.plan(arms=["dpg_adamw", "naive", "dpg_sgd", "control"], stages=["train"])
+    optional = replication_plan.plan(arms=["dpg_adamw", "naive", "dpg_sgd", "control"], stages=["train"])
     assert optional.index(Cell("train", "qr_code", "dpg_sgd", 115)) < optional.index(
         Cell("train", "l2_norm", "control", 100)) and optional[-1].name == "control"
 
@@ -330,7 +331,7 @@ def test_a_two_step_pair_is_trained_sampled_and_selected(tmp_path, monkeypatch, 
     monkeypatch.setenv("DPG_CACHE", str(tmp_path / "cache"))
     s = Settings(steps=2, samples=16, pools={"select_4096": 24, "select_40960": 24}, run_size=8, eval_n=8, extra=TINY,
                  runs=tmp_path / "runs", docs=tmp_path / "docs")
-    cells = replication.plan(["l2_norm"], [100], ["dpg_adamw", "select_4096"], ["train", "sample", "select"])
+    cells = replication_plan.plan(["l2_norm"], [100], ["dpg_adamw", "select_4096"], ["train", "sample", "select"])
     assert [str(c) for c in cells] == ["train l2_norm/dpg_adamw/seed100", "sample l2_norm/initial/seed100",
                                        "sample l2_norm/dpg_adamw/seed100", "select l2_norm/select_4096/seed100"]
     assert replication.work(cells, s) == [] and all(replication.done(c, s) for c in cells)
