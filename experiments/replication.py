@@ -345,7 +345,10 @@ def main(argv=None) -> int:
     if args.dry_list:
         for cell in cells:
             print(f"{status(cell, s):<48} {cell}")
-        print(f"{sum(done(c, s) for c in cells)} of {len(cells)} cells done")
+        finished = [c for c in cells if done(c, s)]
+        per_stage = ", ".join(f"{stage} {sum(c.stage == stage for c in finished)}/{sum(c.stage == stage for c in cells)}"
+                              for stage in STAGES if any(c.stage == stage for c in cells))
+        print(f"{len(finished)} of {len(cells)} cells done ({per_stage})")
         return 0
     failed = 0
     if cells and args.jobs > 1:

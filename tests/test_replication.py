@@ -260,6 +260,18 @@ def test_plan_is_seed_major_in_pairs():
         Cell("train", "l2_norm", "control", 100)) and optional[-1].name == "control"
 
 
+def test_dry_list_counts_the_done_cells_of_each_stage(capsys, monkeypatch):
+    # the committed samples and scores of uuid seed 100 are there in any checkout; its training runs only where runs/ is
+    monkeypatch.chdir(ROOT)  # main moves to the repository root; the test's working directory comes back afterwards
+    assert replication.main(["--dry-list", "--studies", "uuid", "--seeds", "100"]) == 0
+    lines = capsys.readouterr().out.strip().splitlines()
+    done = {stage: sum(line.startswith("done") and f" {stage} " in line for line in lines[:-1])
+            for stage in ("train", "sample", "select", "judge")}
+    assert done["sample"] == 3 and done["select"] == 2 and done["judge"] == 5
+    assert lines[-1] == (f"{sum(done.values())} of 12 cells done (train {done['train']}/2, sample 3/3, select 2/2, "
+                         "judge 5/5)")
+
+
 def test_a_cell_is_skipped_when_its_result_exists(tmp_path, monkeypatch):
     s = Settings(runs=tmp_path / "runs", docs=tmp_path / "docs")
     finished, todo = Cell("train", "uuid", "dpg_adamw", 100), Cell("train", "uuid", "naive", 100)
