@@ -122,6 +122,11 @@ def report(docs: Path = DOCS, pages: tuple[Path, ...] = ()) -> dict:
             study: compare(scores, study, primary[study], a, b, complete[study]) for study in STUDIES}
     for family in families.values():
         holm_family(family, final)
+    # Descriptive, added after the protocol (its addendum says so): how far each arm's data moves the primary judge
+    # beyond the initial generator's samples, which puts the selection arms between "no training" and the RL arms.
+    arms = [a for a in (*REQUIRED, *SELECTION, *OPTIONAL) if any(k[1] == a for k in scores)]
+    gains = {study: {a: compare(scores, study, primary[study], a, "initial", complete[study]) for a in arms}
+             for study in STUDIES}
 
     sets = [x for x in ("initial", *REQUIRED, *SELECTION, *OPTIONAL) if any(k[1] == x for k in set_stats)]
     degen, compute = {}, {}
@@ -136,7 +141,7 @@ def report(docs: Path = DOCS, pages: tuple[Path, ...] = ()) -> dict:
         "interim": not final, "complete": complete, "primary_judges": primary, "missing": missing,
         "optional_arms_run": [a for a in OPTIONAL if any(k[1] == a for k in scores)],
         "samples_bytes": samples_bytes(docs),
-        "primary": endpoint, "secondary": families, "degeneration": degen, "compute": compute,
+        "primary": endpoint, "secondary": families, "gains": gains, "degeneration": degen, "compute": compute,
     }
     fsio.make_dir(docs)
     fsio.write_text(docs / "report.json", json.dumps(out, indent=1) + "\n")
@@ -162,7 +167,7 @@ def _means(rows: list[dict]) -> dict:
 
 def _pm(r: dict, key: str = "mean", digits: int = 4) -> str:
     se = r.get("se")
-    return f"{r[key]:+.{digits}f}" + (f" ± {se:.{digits}f}" if se is not None else "")
+    return f"{r[key]:+z.{digits}f}" + (f" ± {se:.{digits}f}" if se is not None else "")  # z: no "-0.000"
 
 
 def blocks(rep: dict) -> dict[str, list[str]]:
@@ -205,6 +210,11 @@ def blocks(rep: dict) -> dict[str, list[str]]:
             lines.append("")
         return lines[:-1]
 
+    arms = list(next(iter(rep["gains"].values()), {}))
+    gains = ["| study | judge | " + " | ".join(arms) + " |", "|---|---|" + "---|" * len(arms)]
+    for study, by_arm in rep["gains"].items():
+        gains.append(f"| {study} | {rep['primary_judges'][study]} | "
+                     + " | ".join(_pm(r) if "mean" in r else "" for r in by_arm.values()) + " |")
     by_judge = [f for f in rep["secondary"] if f.startswith("dpg_adamw − naive, judge ")]
     selection = [f for f in rep["secondary"] if f not in by_judge]
     degeneration = ["| study | set | seeds | distinct-2 | empty | most common completion | mean words |",
@@ -236,7 +246,7 @@ def blocks(rep: dict) -> dict[str, list[str]]:
                                                 if "mean" in r else "")
             for study, r in rep["primary"].items()) + "."
     return {"status": [status], "headline": [headline], "primary": primary, "judges": families(by_judge),
-            "selection": families(selection), "degeneration": degeneration, "compute": compute,
+            "selection": families(selection), "gains": gains, "degeneration": degeneration, "compute": compute,
             "budget": [f"Optional arms run: {optional}. Committed samples: {rep['samples_bytes'] / 1e6:.2f} MB of the "
                        f"{BUDGET_BYTES / 1e6:.0f} MB budget. Missing cells: {rep['missing'] or 'none'}."]}
 
@@ -255,6 +265,9 @@ def markdown(b: dict[str, list[str]], judges: dict) -> str:
              "judge's dpg_adamw − naive in every study; where the judge is the study's primary one, the entry "
              "repeats the primary endpoint. Held-out-target judges on sixseven and qr_code measure transfer.", "",
              *b["judges"], "", *b["selection"], "",
+             "## Gain over the initial generator's samples (primary judge; descriptive, not tested)", "",
+             "J(arm) − J(initial) under the study's primary judge, mean ± SE over seeds, paired by seed; shown for "
+             "complete studies. Added after the protocol (its addendum says so).", "", *b["gains"], "",
              "## Degeneration of the sample sets (mean over seeds; reported, not tested)", "", *b["degeneration"], "",
              "## Compute per run (mean over seeds)", "", *b["compute"], "", *b["budget"], "",
              "Judges: " + "; ".join(f"`{j.name}` ({j.role})" for j in judges.values()) + ".",

@@ -168,6 +168,13 @@ def test_report_statistics_on_synthetic_scores(tmp_path):
     ps = [stats.paired([0.5 + d for d in D[s]], [0.5 + d / 2 for d in D[s]]).p for s in replication_plan.STUDIES]
     assert [sel[s]["holm_p"] for s in replication_plan.STUDIES] == pytest.approx(holm_by_hand(ps))
     assert rep["secondary"]["select_40960 − naive, primary judge"]["uuid"]["mean"] == pytest.approx(0.1)
+    # the descriptive gains over the initial generator's samples: no test, no Holm
+    gains = rep["gains"]["belief"]
+    assert list(gains) == ["dpg_adamw", "naive", "select_4096", "select_40960"]
+    assert gains["naive"]["mean"] == pytest.approx(0.5) and gains["select_40960"]["mean"] == pytest.approx(0.6)
+    assert gains["dpg_adamw"]["mean"] == pytest.approx(0.5 + sum(D["belief"]) / 8) and "holm_p" not in gains["naive"]
+    assert "| belief | heldout_target_half_lr | +0.7000 ± 0.0215 | +0.5000 ± 0.0000 | +0.6000 ± 0.0107 | +0.6000 ± 0.0000 |" \
+        in reporting.blocks(rep)["gains"]
     md = (tmp_path / "report.md").read_text()
     assert "**Final.**" in md and "tie (planned power 0.53, an upper bound)" in md
     assert (tmp_path / "paired.png").is_file()
