@@ -346,8 +346,9 @@ def main(argv=None) -> int:
         for cell in cells:
             print(f"{status(cell, s):<48} {cell}")
         finished = [c for c in cells if done(c, s)]
-        per_stage = ", ".join(f"{stage} {sum(c.stage == stage for c in finished)}/{sum(c.stage == stage for c in cells)}"
-                              for stage in STAGES if any(c.stage == stage for c in cells))
+        per_stage = ", ".join(
+            f"{stage} {sum(c.stage == stage for c in finished)}/{sum(c.stage == stage for c in cells)}"
+            for stage in STAGES if any(c.stage == stage for c in cells))
         print(f"{len(finished)} of {len(cells)} cells done ({per_stage})")
         return 0
     failed = 0
