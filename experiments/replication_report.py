@@ -37,6 +37,18 @@ def load_scores(docs: Path) -> dict[tuple[str, str, int], dict[str, float]]:
     return out
 
 
+def load_proxies(docs: Path, primary: dict[str, str]) -> dict[tuple[str, str, int], dict[str, float]]:
+    """(study, set, seed) -> {proxy: value}: the readable quantities the objective reports beside Φ (the head norm,
+    the UUID's token accuracy, the picture's pixel accuracy, ...) under the study's primary judge, mean over its
+    repeats."""
+    out = {}
+    for f in sorted((docs / "scores").glob("*/seed*/*.json")):
+        d = json.loads(f.read_text())
+        proxies = d["judges"][primary[d["study"]]]["proxies"]
+        out[(d["study"], d["set"], d["seed"])] = {k: sum(v) / len(v) for k, v in proxies.items()}
+    return out
+
+
 def load_set_stats(docs: Path) -> dict[tuple[str, str, int], dict]:
     out = {}
     for f in sorted((docs / "samples").glob("*/seed*/*.json")):
@@ -128,6 +140,12 @@ def report(docs: Path = DOCS, pages: tuple[Path, ...] = ()) -> dict:
     gains = {study: {a: compare(scores, study, primary[study], a, "initial", complete[study]) for a in arms}
              for study in STUDIES}
 
+    # Descriptive, added after the protocol like the gains: the same comparison in the objective's readable units.
+    by_set = load_proxies(docs, primary)
+    proxies = {study: {name: _means([v for (st, n, _), v in by_set.items() if st == study and n == name])
+                       for name in ("initial", *arms) if any(k[:2] == (study, name) for k in by_set)}
+               for study in STUDIES}
+
     sets = [x for x in ("initial", *REQUIRED, *SELECTION, *OPTIONAL) if any(k[1] == x for k in set_stats)]
     degen, compute = {}, {}
     for study in STUDIES:
@@ -141,7 +159,7 @@ def report(docs: Path = DOCS, pages: tuple[Path, ...] = ()) -> dict:
         "interim": not final, "complete": complete, "primary_judges": primary, "missing": missing,
         "optional_arms_run": [a for a in OPTIONAL if any(k[1] == a for k in scores)],
         "samples_bytes": samples_bytes(docs),
-        "primary": endpoint, "secondary": families, "gains": gains, "degeneration": degen, "compute": compute,
+        "primary": endpoint, "secondary": families, "gains": gains, "proxies": proxies, "degeneration": degen, "compute": compute,
     }
     fsio.make_dir(docs)
     fsio.write_text(docs / "report.json", json.dumps(out, indent=1) + "\n")
@@ -215,6 +233,12 @@ def blocks(rep: dict) -> dict[str, list[str]]:
     for study, by_arm in rep["gains"].items():
         gains.append(f"| {study} | {rep['primary_judges'][study]} | "
                      + " | ".join(_pm(r) if "mean" in r else "" for r in by_arm.values()) + " |")
+    sets = ["initial", *arms]
+    proxies = ["| study | judge | proxy | seeds | " + " | ".join(sets) + " |", "|---|---|---|---|" + "---|" * len(sets)]
+    for study, by_set in rep["proxies"].items():
+        for proxy in (k for k in next(iter(by_set.values()), {}) if k != "seeds"):
+            proxies.append(f"| {study} | {rep['primary_judges'][study]} | {proxy} | {max(d['seeds'] for d in by_set.values())} | "
+                           + " | ".join(_num(by_set.get(s, {}).get(proxy), '.5g') for s in sets) + " |")
     by_judge = [f for f in rep["secondary"] if f.startswith("dpg_adamw − naive, judge ")]
     selection = [f for f in rep["secondary"] if f not in by_judge]
     degeneration = ["| study | set | seeds | distinct-2 | empty | most common completion | mean words |",
@@ -246,7 +270,7 @@ def blocks(rep: dict) -> dict[str, list[str]]:
                                                 if "mean" in r else "")
             for study, r in rep["primary"].items()) + "."
     return {"status": [status], "headline": [headline], "primary": primary, "judges": families(by_judge),
-            "selection": families(selection), "gains": gains, "degeneration": degeneration, "compute": compute,
+            "selection": families(selection), "gains": gains, "proxies": proxies, "degeneration": degeneration, "compute": compute,
             "budget": [f"Optional arms run: {optional}. Committed samples: {rep['samples_bytes'] / 1e6:.2f} MB of the "
                        f"{BUDGET_BYTES / 1e6:.0f} MB budget. Missing cells: {rep['missing'] or 'none'}."]}
 
@@ -268,6 +292,8 @@ def markdown(b: dict[str, list[str]], judges: dict) -> str:
              "## Gain over the initial generator's samples (primary judge; descriptive, not tested)", "",
              "J(arm) − J(initial) under the study's primary judge, mean ± SE over seeds, paired by seed; shown for "
              "complete studies. Added after the protocol (its addendum says so).", "", *b["gains"], "",
+             "The same sets in the objective's readable units: each proxy it reports beside Φ under the primary "
+             "judge, mean over repeats and seeds (descriptive, added with the gains).", "", *b["proxies"], "",
              "## Degeneration of the sample sets (mean over seeds; reported, not tested)", "", *b["degeneration"], "",
              "## Compute per run (mean over seeds)", "", *b["compute"], "", *b["budget"], "",
              "Judges: " + "; ".join(f"`{j.name}` ({j.role})" for j in judges.values()) + ".",

@@ -135,7 +135,8 @@ def write_scores(docs: Path, skip=()):
                 path = replication.scores_path(Settings(docs=docs), study, seed, name)
                 path.parent.mkdir(parents=True, exist_ok=True)
                 path.write_text(json.dumps({"study": study, "seed": seed, "set": name, "judges": {
-                    j: {"mean": v, "se": 0.0, "values": [v] * 4} for j in judges}}))
+                    j: {"mean": v, "se": 0.0, "values": [v] * 4, "proxies": {"norm": [-v, -v - 0.2]}}
+                    for j in judges}}))
 
 
 def holm_by_hand(ps: list[float]) -> list[float]:
@@ -175,6 +176,10 @@ def test_report_statistics_on_synthetic_scores(tmp_path):
     assert gains["dpg_adamw"]["mean"] == pytest.approx(0.5 + sum(D["belief"]) / 8) and "holm_p" not in gains["naive"]
     assert ("| belief | heldout_target_half_lr | +0.7000 ± 0.0215 | +0.5000 ± 0.0000 | +0.6000 ± 0.0107 "
             "| +0.6000 ± 0.0000 |") in reporting.blocks(rep)["gains"]
+    # and in the objective's readable units: each proxy's mean over repeats, then over seeds
+    assert rep["proxies"]["uuid"]["select_40960"]["norm"] == pytest.approx(-0.7)
+    assert ("| belief | heldout_target_half_lr | norm | 8 | -0.1 | -0.8 | -0.6 | -0.7 | -0.7 |"
+            in reporting.blocks(rep)["proxies"])
     md = (tmp_path / "report.md").read_text()
     assert "**Final.**" in md and "tie (planned power 0.53, an upper bound)" in md
     assert (tmp_path / "paired.png").is_file()
