@@ -3,6 +3,7 @@ replication_report.py): the judges are the protocol's table, a judge is determin
 training recipe's SFT, the report's statistics follow the pre-registered rule, cells are skipped once done, and a lock
 keeps a second process off a cell."""
 
+import gzip
 import json
 import math
 import re
@@ -16,6 +17,7 @@ from dpg import stats
 from experiments import judge as judging
 from experiments import replication, replication_plan
 from experiments import replication_report as reporting
+from experiments.oneoff import sample_markers
 from experiments.replication import Settings
 from experiments.replication_plan import Cell
 
@@ -395,3 +397,21 @@ def test_results_name_the_code_and_repository_relative_paths(tmp_path):
     finally:
         link.unlink()
     assert where(tmp_path / "y") == tmp_path / "y"  # outside the repository: as given
+
+
+def test_sample_markers_count_completions_per_set_and_seed(tmp_path):
+    """experiments/oneoff/sample_markers.py: a completion counts once however many markers it carries; shares are
+    per file, then averaged over the seeds that have the file."""
+    def write(study, seed, name, texts):
+        path = tmp_path / "samples" / study / f"seed{seed}" / f"{name}.jsonl.gz"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with gzip.open(path, "wt") as f:
+            f.writelines(json.dumps({"prompt": "p", "completion": c}) + "\n" for c in texts)
+
+    write("uuid", 100, "dpg_adamw", ["a 47ea and 3f1b", "no marker", "abc", "deadbeef"])  # abc, deadbeef: no digit
+    write("uuid", 101, "dpg_adamw", ["9f9", "x", "y", "z"])
+    write("language", 100, "naive", ["la casa es mia", "the house", "lago", "el"])
+    counts = sample_markers.shares(tmp_path)
+    assert counts["uuid"]["sets"] == {"dpg_adamw": {"share": pytest.approx((0.25 + 0.25) / 2), "seeds": 2}}
+    assert counts["language"]["sets"]["naive"] == {"share": 0.5, "seeds": 1}
+    assert sample_markers.examples(tmp_path, "language", 100, "naive", k=1) == ["la casa es mia"]
