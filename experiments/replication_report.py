@@ -157,9 +157,10 @@ def report(docs: Path = DOCS, pages: tuple[Path, ...] = ()) -> dict:
                     compute.setdefault(study, {})[name] = _means([r["compute"] for r in rows])
     out = {
         "interim": not final, "complete": complete, "primary_judges": primary, "missing": missing,
-        "optional_arms_run": [a for a in OPTIONAL if any(k[1] == a for k in scores)],
+        "optional_arms_run": {a: n for a in OPTIONAL if (n := sum(k[1] == a for k in scores))},
         "samples_bytes": samples_bytes(docs),
-        "primary": endpoint, "secondary": families, "gains": gains, "proxies": proxies, "degeneration": degen, "compute": compute,
+        "primary": endpoint, "secondary": families, "gains": gains, "proxies": proxies, "degeneration": degen,
+        "compute": compute,
     }
     fsio.make_dir(docs)
     fsio.write_text(docs / "report.json", json.dumps(out, indent=1) + "\n")
@@ -228,17 +229,23 @@ def blocks(rep: dict) -> dict[str, list[str]]:
             lines.append("")
         return lines[:-1]
 
+    # An optional arm may have run for fewer seeds than the study has: its entries say how many.
+    def fewer(n: int, study: str) -> str:
+        return f" ({n} seeds)" if n < rep["primary"][study]["planned_seeds"] else ""
+
     arms = list(next(iter(rep["gains"].values()), {}))
     gains = ["| study | judge | " + " | ".join(arms) + " |", "|---|---|" + "---|" * len(arms)]
     for study, by_arm in rep["gains"].items():
-        gains.append(f"| {study} | {rep['primary_judges'][study]} | "
-                     + " | ".join(_pm(r) if "mean" in r else "" for r in by_arm.values()) + " |")
+        gains.append(f"| {study} | {rep['primary_judges'][study]} | " + " | ".join(
+            _pm(r) + fewer(len(r["seeds"]), study) if "mean" in r else "" for r in by_arm.values()) + " |")
     sets = ["initial", *arms]
     proxies = ["| study | judge | proxy | seeds | " + " | ".join(sets) + " |", "|---|---|---|---|" + "---|" * len(sets)]
     for study, by_set in rep["proxies"].items():
         for proxy in (k for k in next(iter(by_set.values()), {}) if k != "seeds"):
-            proxies.append(f"| {study} | {rep['primary_judges'][study]} | {proxy} | {max(d['seeds'] for d in by_set.values())} | "
-                           + " | ".join(_num(by_set.get(s, {}).get(proxy), '.5g') for s in sets) + " |")
+            cells = [_num(by_set[s][proxy], ".5g") + fewer(by_set[s]["seeds"], study) if s in by_set else ""
+                     for s in sets]
+            proxies.append(f"| {study} | {rep['primary_judges'][study]} | {proxy} | "
+                           f"{rep['primary'][study]['planned_seeds']} | " + " | ".join(cells) + " |")
     by_judge = [f for f in rep["secondary"] if f.startswith("dpg_adamw − naive, judge ")]
     selection = [f for f in rep["secondary"] if f not in by_judge]
     degeneration = ["| study | set | seeds | distinct-2 | empty | most common completion | mean words |",
@@ -255,12 +262,13 @@ def blocks(rep: dict) -> dict[str, list[str]]:
             compute.append(f"| {study} | {name} | {c['seeds']} | {c['examples_sampled']:.0f} | {c['sft_runs']:.0f} | "
                            f"{c['sft_runs_with_metagradient']:.0f} | {c['policy_updates']:.0f} | "
                            f"{c['wall_seconds']:.0f} |")
-    optional = ", ".join(rep["optional_arms_run"]) or "none"
+    planned = sum(r["planned_seeds"] for r in rep["primary"].values())
+    optional = ", ".join(f"{a} ({n} of {planned} (study, seed) pairs judged)"
+                         for a, n in rep["optional_arms_run"].items()) or "none"
     status = ("**Interim.** Not every planned cell is complete, so no study is given a win, tie or loss (Holm's "
               "family is the six studies); incomplete studies show their per-seed differences only."
               if rep["interim"] else "**Final.** Every planned cell of every study is complete (or listed as missing).")
     pairs = sum(len(r["seeds"]) for r in rep["primary"].values())
-    planned = sum(r["planned_seeds"] for r in rep["primary"].values())
     if rep["interim"]:
         headline = (f"*Interim*: {pairs} of {planned} planned (study, seed) pairs are complete; until every one is, "
                     "the protocol gives no study a win, tie or loss.")
@@ -270,7 +278,8 @@ def blocks(rep: dict) -> dict[str, list[str]]:
                                                 if "mean" in r else "")
             for study, r in rep["primary"].items()) + "."
     return {"status": [status], "headline": [headline], "primary": primary, "judges": families(by_judge),
-            "selection": families(selection), "gains": gains, "proxies": proxies, "degeneration": degeneration, "compute": compute,
+            "selection": families(selection), "gains": gains, "proxies": proxies, "degeneration": degeneration,
+            "compute": compute,
             "budget": [f"Optional arms run: {optional}. Committed samples: {rep['samples_bytes'] / 1e6:.2f} MB of the "
                        f"{BUDGET_BYTES / 1e6:.0f} MB budget. Missing cells: {rep['missing'] or 'none'}."]}
 

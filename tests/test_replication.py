@@ -184,6 +184,23 @@ def test_report_statistics_on_synthetic_scores(tmp_path):
             in reporting.blocks(rep)["proxies"])
     md = (tmp_path / "report.md").read_text()
     assert "**Final.**" in md and "tie (planned power 0.53, an upper bound)" in md
+    assert "Optional arms run: none." in md
+
+
+def test_an_optional_arm_run_for_fewer_seeds_says_how_many(tmp_path):
+    write_scores(tmp_path)
+    judges, _ = judging.load_judges()
+    for seed in (100, 101):
+        path = replication.scores_path(Settings(docs=tmp_path), "belief", seed, "dpg_sgd")
+        path.write_text(json.dumps({"study": "belief", "seed": seed, "set": "dpg_sgd", "judges": {
+            j: {"mean": 0.3, "se": 0.0, "values": [0.3] * 4, "proxies": {"norm": [1.0, 2.0]}} for j in judges}}))
+    rep = reporting.report(tmp_path)
+    assert not rep["interim"] and rep["optional_arms_run"] == {"dpg_sgd": 2}
+    assert rep["gains"]["belief"]["dpg_sgd"]["seeds"] == [100, 101]  # descriptive, over the seeds it has
+    b = reporting.blocks(rep)
+    assert "Optional arms run: dpg_sgd (2 of 64 (study, seed) pairs judged)." in b["budget"][0]
+    assert "| +0.3000 ± 0.0000 (2 seeds) |" in next(row for row in b["gains"] if row.startswith("| belief"))
+    assert next(row for row in b["proxies"] if row.startswith("| belief")).endswith("| 1.5 (2 seeds) |")
     assert (tmp_path / "paired.png").is_file()
 
 

@@ -55,7 +55,8 @@ def markdown(counts: dict, docs: Path = DOCS, seed: int = 100) -> str:
     for study, d in counts.items():
         cells = [f"{d['sets'][s]['share']:.3f}" if s in d["sets"] else "" for s in SETS]
         lines.append(f"| {study} | {d['marker']} | " + " | ".join(cells) + " |")
-    lines += ["", f"| study | set | the first four completions of at least three words (seed {seed}) |", "|---|---|---|"]
+    lines += ["", f"| study | set | the first four completions of at least three words (seed {seed}) |",
+              "|---|---|---|"]
     for study in ("uuid", "language", "l2_norm"):
         for name in SETS[:3] + SETS[4:]:
             if name == "initial" and study != "uuid":
