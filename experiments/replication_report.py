@@ -231,7 +231,7 @@ def blocks(rep: dict) -> dict[str, list[str]]:
 
     # An optional arm may have run for fewer seeds than the study has: its entries say how many.
     def fewer(n: int, study: str) -> str:
-        return f" ({n} seeds)" if n < rep["primary"][study]["planned_seeds"] else ""
+        return f" ({n} seed{'s' * (n != 1)})" if n < rep["primary"][study]["planned_seeds"] else ""
 
     arms = list(next(iter(rep["gains"].values()), {}))
     gains = ["| study | judge | " + " | ".join(arms) + " |", "|---|---|" + "---|" * len(arms)]
