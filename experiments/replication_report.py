@@ -92,9 +92,9 @@ def decide(r: dict) -> str:
 
 
 def report(docs: Path = DOCS, pages: tuple[Path, ...] = ()) -> dict:
-    """The pre-registered analysis from the committed files under `docs` alone: report.json, report.md and
-    paired.png there, and the same blocks in `pages` (README, docs/results.md) between their markers (`embed`). A
-    study is complete when every planned (set, seed) of its required and selection arms has scores, or is listed as
+    """The pre-registered analysis from the committed files under `docs` alone: report.json, report.md, paired.png
+    and gains.png there, and the same blocks in `pages` (README, docs/results.md) between their markers (`embed`).
+    A study is complete when every planned (set, seed) of its required and selection arms has scores, or is listed as
     missing in missing.json ({"STUDY/SET/seedS": why}); until all six are complete the report is interim:
     incomplete studies show their per-seed differences only, and no study gets a win, tie or loss (Holm's family is
     the six studies)."""
@@ -170,6 +170,7 @@ def report(docs: Path = DOCS, pages: tuple[Path, ...] = ()) -> dict:
         embed(page, tables)
     if scores:
         figure(scores, judges, primary, complete, docs / "paired.png")
+        gains_figure(gains, primary, docs / "gains.png")
     return out
 
 
@@ -301,6 +302,7 @@ def markdown(b: dict[str, list[str]], judges: dict) -> str:
              "## Gain over the initial generator's samples (primary judge; descriptive, not tested)", "",
              "J(arm) − J(initial) under the study's primary judge, mean ± SE over seeds, paired by seed; shown for "
              "complete studies. Added after the protocol (its addendum says so).", "", *b["gains"], "",
+             "![each arm's gain over the initial generator's samples, by seed](gains.png)", "",
              "The same sets in the objective's readable units: each proxy it reports beside Φ under the primary "
              "judge, mean over repeats and seeds (descriptive, added with the gains).", "", *b["proxies"], "",
              "## Degeneration of the sample sets (mean over seeds; reported, not tested)", "", *b["degeneration"], "",
@@ -358,7 +360,34 @@ def figure(scores: dict, judges: dict, primary: dict, complete: dict, path: Path
         state = "complete" if complete[study] else "interim"
         ax.set_title(f"{study} ({pairs} of {len(planned_seeds(study))} seeds, {state}; red: primary)", fontsize=9)
     axes[0][0].set_ylabel("J(dpg_adamw) − J(naive), by seed\n(bar: mean ± 2 SE, complete studies)", fontsize=8)
+    return _save(fig, path)
+
+
+def gains_figure(gains: dict, primary: dict, path: Path) -> Path:
+    """Per complete study, each arm's J(arm) − J(initial) under the primary judge: every seed (dots) and the mean ±
+    2 SE (bar), so that where selection falls between no training (0) and the RL arms is seen at a glance."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(2, 3, figsize=(15, 8), squeeze=False)
+    for ax, study in zip(axes.flat, STUDIES):
+        arms = [(a, r) for a, r in gains[study].items() if "mean" in r]
+        for i, (arm, r) in enumerate(arms):
+            ax.bar(i, r["mean"], yerr=2 * (r.get("se") or 0), color=f"C{i}", alpha=0.5, capsize=3)
+            ax.scatter([i] * len(r["differences"]), r["differences"], color=f"C{i}", s=10)
+        ax.axhline(0, color="gray", lw=0.7)
+        ax.set_xticks(range(len(arms)), [f"{a}\n({len(r['seeds'])} seeds)" for a, r in arms], fontsize=7)
+        ax.set_title(f"{study}: J(arm) − J(initial), judge {primary[study]}", fontsize=9)
     fig.tight_layout()
+    return _save(fig, path)
+
+
+def _save(fig, path: Path) -> Path:
+    """Written under a temporary name and moved into place, so a reader never sees half a figure."""
+    import matplotlib.pyplot as plt
+
     tmp = path.with_name(f"{path.stem}.{os.getpid()}.tmp.png")
     fig.savefig(tmp, dpi=90)
     plt.close(fig)

@@ -201,7 +201,7 @@ def test_an_optional_arm_run_for_fewer_seeds_says_how_many(tmp_path):
     assert "Optional arms run: dpg_sgd (2 of 64 (study, seed) pairs judged)." in b["budget"][0]
     assert "| +0.3000 ± 0.0000 (2 seeds) |" in next(row for row in b["gains"] if row.startswith("| belief"))
     assert next(row for row in b["proxies"] if row.startswith("| belief")).endswith("| 1.5 (2 seeds) |")
-    assert (tmp_path / "paired.png").is_file()
+    assert (tmp_path / "paired.png").is_file() and (tmp_path / "gains.png").is_file()
 
 
 def test_an_incomplete_batch_gives_an_interim_report_without_decisions(tmp_path):
