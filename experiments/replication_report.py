@@ -28,25 +28,22 @@ PLANNED_POWER = {"l2_norm": "0.53", "qr_code": "≈ 1.0", "uuid": "≥ 0.99", "b
                  "language": "≥ 0.99", "sixseven": "≥ 0.99"}
 
 
-def load_scores(docs: Path) -> dict[tuple[str, str, int], dict[str, float]]:
-    """(study, set, seed) -> {judge: score} from every committed score file."""
-    out = {}
-    for f in sorted((docs / "scores").glob("*/seed*/*.json")):
-        d = json.loads(f.read_text())
-        out[(d["study"], d["set"], d["seed"])] = {j: v["mean"] for j, v in d["judges"].items()}
-    return out
+def load_score_files(docs: Path) -> list[dict]:
+    """Every committed score file, parsed, in path order."""
+    return [json.loads(f.read_text()) for f in sorted((docs / "scores").glob("*/seed*/*.json"))]
 
 
-def load_proxies(docs: Path, primary: dict[str, str]) -> dict[tuple[str, str, int], dict[str, float]]:
+def judge_scores(files: list[dict]) -> dict[tuple[str, str, int], dict[str, float]]:
+    """(study, set, seed) -> {judge: score}."""
+    return {(d["study"], d["set"], d["seed"]): {j: v["mean"] for j, v in d["judges"].items()} for d in files}
+
+
+def primary_proxies(files: list[dict], primary: dict[str, str]) -> dict[tuple[str, str, int], dict[str, float]]:
     """(study, set, seed) -> {proxy: value}: the readable quantities the objective reports beside Φ (the head norm,
     the UUID's token accuracy, the picture's pixel accuracy, ...) under the study's primary judge, mean over its
     repeats."""
-    out = {}
-    for f in sorted((docs / "scores").glob("*/seed*/*.json")):
-        d = json.loads(f.read_text())
-        proxies = d["judges"][primary[d["study"]]]["proxies"]
-        out[(d["study"], d["set"], d["seed"])] = {k: sum(v) / len(v) for k, v in proxies.items()}
-    return out
+    return {(d["study"], d["set"], d["seed"]): {k: sum(v) / len(v) for k, v in
+                                                 d["judges"][primary[d["study"]]]["proxies"].items()} for d in files}
 
 
 def load_set_stats(docs: Path) -> dict[tuple[str, str, int], dict]:
@@ -99,7 +96,8 @@ def report(docs: Path = DOCS, pages: tuple[Path, ...] = ()) -> dict:
     incomplete studies show their per-seed differences only, and no study gets a win, tie or loss (Holm's family is
     the six studies)."""
     judges, primary = load_judges()
-    scores, set_stats = load_scores(docs), load_set_stats(docs)
+    score_files = load_score_files(docs)
+    scores, set_stats = judge_scores(score_files), load_set_stats(docs)
     missing_file = docs / "missing.json"
     missing = json.loads(missing_file.read_text()) if missing_file.is_file() else {}
     complete = {}
@@ -141,7 +139,7 @@ def report(docs: Path = DOCS, pages: tuple[Path, ...] = ()) -> dict:
              for study in STUDIES}
 
     # Descriptive, added after the protocol like the gains: the same comparison in the objective's readable units.
-    by_set = load_proxies(docs, primary)
+    by_set = primary_proxies(score_files, primary)
     proxies = {study: {name: _means([v for (st, n, _), v in by_set.items() if st == study and n == name])
                        for name in ("initial", *arms) if any(k[:2] == (study, name) for k in by_set)}
                for study in STUDIES}

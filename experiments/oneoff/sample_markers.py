@@ -8,11 +8,12 @@ descriptive, no test. Writes docs/results/replication_markers.json and prints bo
 from __future__ import annotations
 
 import argparse
-import gzip
 import json
 import re
 from pathlib import Path
 
+from experiments.judge import read_samples
+from experiments.replication import Settings, samples_path
 from experiments.replication_plan import DOCS, planned_seeds
 
 # Three or more characters of 0-9a-f mixing digits and letters, like the pieces of a UUID.
@@ -24,11 +25,8 @@ OUT = DOCS.parent / "replication_markers.json"
 
 
 def completions(docs: Path, study: str, seed: int, name: str) -> list[str] | None:
-    path = docs / "samples" / study / f"seed{seed}" / f"{name}.jsonl.gz"
-    if not path.is_file():
-        return None
-    with gzip.open(path, "rt") as f:
-        return [json.loads(line)["completion"] for line in f]
+    path = samples_path(Settings(docs=docs), study, seed, name)
+    return [r["completion"] for r in read_samples(path)] if path.is_file() else None
 
 
 def shares(docs: Path = DOCS) -> dict[str, dict]:
